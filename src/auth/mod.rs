@@ -1,0 +1,1 @@
+//! Provider authentication schemes (SPEC §4). Pure: time is passed in.

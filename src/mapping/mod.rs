@@ -1,0 +1,1 @@
+//! Body parsing, selectors and presets: raw IPN → candidate events. Pure.
