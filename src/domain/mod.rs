@@ -1,8 +1,10 @@
 //! The canonical payment model: statuses with their rank, candidate events
 //! produced by mapping, and the pure status rule that turns them into state.
 
+pub mod rule;
 mod status;
 
+pub use rule::{decide, reorder, reorder_key, Decision, Outcome, PaymentState};
 pub use status::{Status, UnknownStatus};
 
 /// One provider event, mapped but not yet applied: a candidate change for one
