@@ -14,6 +14,8 @@ mod standard;
 mod stripe;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 pub(crate) mod test_support;
 
 use std::fmt;
