@@ -3,10 +3,56 @@
 
 use std::collections::BTreeMap;
 
-use super::presets::{self, Field, Hook};
+use super::presets::{self, Hook};
 use super::selector::{ItemsPath, Selector};
 use super::{MappingConfigError, Preset, RawMapping};
 use crate::domain::Status;
+
+/// The mapped fields, in `RawMapping` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    EventId,
+    PaymentId,
+    Status,
+    OccurredAt,
+    MerchantId,
+    AuthorizationId,
+    ChargeId,
+    Amount,
+    Currency,
+    MerchantSiteUrl,
+}
+
+impl Field {
+    pub const COUNT: usize = 10;
+    pub const ALL: [Field; Field::COUNT] = [
+        Field::EventId,
+        Field::PaymentId,
+        Field::Status,
+        Field::OccurredAt,
+        Field::MerchantId,
+        Field::AuthorizationId,
+        Field::ChargeId,
+        Field::Amount,
+        Field::Currency,
+        Field::MerchantSiteUrl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::EventId => "event_id",
+            Field::PaymentId => "payment_id",
+            Field::Status => "status",
+            Field::OccurredAt => "occurred_at",
+            Field::MerchantId => "merchant_id",
+            Field::AuthorizationId => "authorization_id",
+            Field::ChargeId => "charge_id",
+            Field::Amount => "amount",
+            Field::Currency => "currency",
+            Field::MerchantSiteUrl => "merchant_site_url",
+        }
+    }
+}
 
 /// What a provider value in `statuses` maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

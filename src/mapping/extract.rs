@@ -58,6 +58,16 @@ impl Mapping {
         Ok(out)
     }
 
+    /// [`parse_body`] then [`Mapping::extract`]: a stored request's events.
+    pub fn map_request(
+        &self,
+        headers: &dyn HeaderLookup,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<Candidate>, MapError> {
+        self.extract(headers, &parse_body(content_type, body)?)
+    }
+
     fn items<'v>(&self, doc: &'v Value) -> Result<Vec<&'v Value>, MapError> {
         match &self.items {
             None => Ok(vec![doc]),

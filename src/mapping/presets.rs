@@ -5,55 +5,10 @@
 //! default list, its `statuses` entries override or extend the table, and a
 //! hook never touches a field the config set.
 
+pub(crate) use super::compile::Field;
 use super::selector::Ctx;
 use super::Preset;
-use crate::domain::{Candidate, Status};
-
-/// The mapped fields, in `RawMapping` order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Field {
-    EventId,
-    PaymentId,
-    Status,
-    OccurredAt,
-    MerchantId,
-    AuthorizationId,
-    ChargeId,
-    Amount,
-    Currency,
-    MerchantSiteUrl,
-}
-
-impl Field {
-    pub const COUNT: usize = 10;
-    pub const ALL: [Field; Field::COUNT] = [
-        Field::EventId,
-        Field::PaymentId,
-        Field::Status,
-        Field::OccurredAt,
-        Field::MerchantId,
-        Field::AuthorizationId,
-        Field::ChargeId,
-        Field::Amount,
-        Field::Currency,
-        Field::MerchantSiteUrl,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::EventId => "event_id",
-            Field::PaymentId => "payment_id",
-            Field::Status => "status",
-            Field::OccurredAt => "occurred_at",
-            Field::MerchantId => "merchant_id",
-            Field::AuthorizationId => "authorization_id",
-            Field::ChargeId => "charge_id",
-            Field::Amount => "amount",
-            Field::Currency => "currency",
-            Field::MerchantSiteUrl => "merchant_site_url",
-        }
-    }
-}
+use crate::domain::Candidate;
 
 /// Fills event-kind-dependent ids after the selectors ran. `explicit[f]`
 /// says whether the config set field `f`; a hook must leave those alone.
@@ -408,40 +363,4 @@ fn begateway_hook(ctx: &Ctx<'_>, c: &mut Candidate, explicit: &[bool; Field::COU
         auth,
     );
     fill(&mut c.charge_id, Field::ChargeId, explicit, charge);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mapping::{Mapping, RawMapping};
-
-    #[test]
-    fn every_preset_compiles_and_its_table_only_names_canonical_statuses() {
-        for preset in [
-            Preset::Generic,
-            Preset::Stripe,
-            Preset::Adyen,
-            Preset::Paymentsos,
-            Preset::Begateway,
-        ] {
-            Mapping::compile(preset, &RawMapping::default()).unwrap();
-            for (_, v) in defaults(preset).statuses {
-                assert!(
-                    v == "ignore" || v.parse::<Status>().is_ok(),
-                    "{preset:?}: {v}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn paymentsos_table_covers_each_kind_and_action() {
-        let t: std::collections::BTreeMap<_, _> = paymentsos().statuses.into_iter().collect();
-        assert_eq!(t.len(), 30);
-        assert_eq!(t["payment.authorization.update:Failed"], "failed");
-        assert_eq!(t["payment.capture.create:Failed"], "ignore");
-        assert_eq!(t["payment.charge.create:Failed"], "failed");
-        assert_eq!(t["payment.void.update:Succeed"], "canceled");
-        assert_eq!(t["payment.refund.create:Pending"], "ignore");
-    }
 }

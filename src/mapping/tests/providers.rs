@@ -76,6 +76,10 @@ fn stripe_payment_intent_succeeded_and_payment_failed() {
         (Status::Failed, Some("ch_3OaZ"))
     );
     assert_eq!(ev.merchant_id, None);
+    assert_eq!(
+        m.map_request(&NoHeaders, None, failed.as_bytes()).unwrap()[0],
+        *ev
+    );
 }
 
 #[test]
