@@ -1,0 +1,1029 @@
+//! Typed settings (SPEC §2): TOML is parsed into `Raw*` structs that reject
+//! unknown keys, then validated into [`Settings`], whose every field is
+//! already checked — the rest of the code never re-validates configuration.
+//!
+//! Secrets are `SecretString`s: Debug prints `[REDACTED]`, so `check-config`
+//! output and logs never carry them. Every secret key `x` may instead be given
+//! as `x_env = "VAR"`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::auth::{self, Algorithm, AuthConfig, Encoding, Scheme};
+use crate::mapping::{Mapping, Preset, RawMapping};
+
+/// A configuration problem, always naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------- raw (TOML)
+
+/// A duration written as a string: "500ms", "5s", "10m", "24h", "7d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    ingress: RawIngress,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    returns: RawReturns,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    merchants: Vec<RawMerchant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    shutdown_timeout: Option<Dur>,
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<PathBuf>,
+    durability: Option<Durability>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    task_results: Option<Dur>,
+    dedupe_window: Option<Dur>,
+    events: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    tokens: Option<Vec<String>>,
+    tokens_env: Option<OneOrMany>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    rate_limit: Option<RawRate>,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    per_second: u32,
+    burst: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    timeout: Option<Dur>,
+    retry_schedule: Option<Vec<Dur>>,
+    max_in_flight: Option<usize>,
+    per_endpoint: Option<RawPerEndpoint>,
+    allow_private_targets: Option<bool>,
+    https_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerEndpoint {
+    per_second: u32,
+    burst: u32,
+    max_in_flight: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReturns {
+    wait_for_final: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    #[serde(default)]
+    preset: Preset,
+    merchant_id: Option<String>,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    ack: Option<RawAck>,
+    reorder_window: Option<Dur>,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    mapping: RawMapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAck {
+    status: u16,
+    body: Option<String>,
+    content_type: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    scheme: Option<Scheme>,
+    algorithm: Option<Algorithm>,
+    header: Option<String>,
+    encoding: Option<Encoding>,
+    prefix: Option<String>,
+    secrets: Option<Vec<String>>,
+    secrets_env: Option<OneOrMany>,
+    tolerance: Option<Dur>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    public_key: Option<String>,
+    public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMerchant {
+    id: String,
+    api_keys: Option<Vec<String>>,
+    api_keys_env: Option<OneOrMany>,
+    #[serde(default)]
+    allowed_return_origins: Vec<String>,
+    default_site_url: Option<String>,
+    return_secret: Option<String>,
+    return_secret_env: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    id: String,
+    url: String,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    events: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+// ------------------------------------------------------------------- typed
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// `sync`: a 2xx means the request is fsynced; `async`: acked before fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub storage: StorageSettings,
+    pub retention: RetentionSettings,
+    pub admin_tokens: Vec<SecretString>,
+    pub ingress: IngressSettings,
+    pub delivery: DeliverySettings,
+    pub returns: ReturnSettings,
+    pub providers: Vec<ProviderSettings>,
+    pub merchants: Vec<MerchantSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Base of `status_url` / `response_url`, without a trailing slash.
+    /// None = `http://<the address actually bound>` (resolved at start-up).
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads (default: number of CPUs).
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub path: PathBuf,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    pub task_results: Duration,
+    pub dedupe_window: Duration,
+    pub events: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    /// Applied per provider: each provider has its own bucket.
+    pub rate_limit: RateLimit,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+    pub max_in_flight: usize,
+    pub per_endpoint_rate: RateLimit,
+    pub per_endpoint_in_flight: usize,
+    pub allow_private_targets: bool,
+    pub https_only: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnSettings {
+    pub wait_for_final: Duration,
+}
+
+/// What a provider gets back when its IPN is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// The JSON task document with this status (202 by default).
+    Json { status: u16 },
+    /// A fixed body, e.g. Adyen's `[accepted]`.
+    Fixed {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub id: String,
+    pub preset: Preset,
+    pub merchant_id: Option<String>,
+    /// Empty = any address.
+    pub allowed_ips: Vec<IpNet>,
+    pub ack: Ack,
+    pub reorder_window: Duration,
+    pub auth: AuthConfig,
+    pub mapping: Mapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct MerchantSettings {
+    pub id: String,
+    pub api_keys: Vec<SecretString>,
+    /// ASCII-serialized origins, e.g. `https://shop.example.com`.
+    pub allowed_return_origins: Vec<String>,
+    pub default_site_url: Option<Url>,
+    pub return_secret: Option<SecretString>,
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    pub id: String,
+    pub url: Url,
+    pub secret: SecretString,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
+
+impl MerchantSettings {
+    /// Is this absolute URL's origin one the merchant allows as a return target?
+    pub fn allows_return_to(&self, url: &Url) -> bool {
+        let origin = url.origin().ascii_serialization();
+        self.allowed_return_origins.contains(&origin)
+    }
+}
+
+// ----------------------------------------------------------------- loading
+
+impl Settings {
+    /// Read and validate a config file. `env` resolves `*_env` keys (pass
+    /// `|k| std::env::var(k).ok()` in production).
+    pub fn load(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::parse(&text, path.parent().unwrap_or(Path::new(".")), env)
+    }
+
+    /// Parse and validate TOML text; relative `public_key_file`s resolve against `base_dir`.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Validator { env, base_dir }.settings(raw)
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&ProviderSettings> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    pub fn merchant(&self, id: &str) -> Option<&MerchantSettings> {
+        self.merchants.iter().find(|m| m.id == id)
+    }
+}
+
+struct Validator<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn settings(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
+        let server = self.server(raw.server)?;
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        let log = LogSettings {
+            format: raw.log.format.unwrap_or(LogFormat::Pretty),
+            level,
+        };
+        let storage = StorageSettings {
+            path: raw
+                .storage
+                .path
+                .unwrap_or_else(|| "./data/ipn-relay".into()),
+            durability: raw.storage.durability.unwrap_or(Durability::Sync),
+        };
+        let retention = RetentionSettings {
+            task_results: dur(raw.retention.task_results, "24h"),
+            dedupe_window: dur(raw.retention.dedupe_window, "7d"),
+            events: dur(raw.retention.events, "30d"),
+        };
+        for (key, d) in [
+            ("retention.task_results", retention.task_results),
+            ("retention.dedupe_window", retention.dedupe_window),
+            ("retention.events", retention.events),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
+        let admin_tokens =
+            self.secret_list("admin.tokens", raw.admin.tokens, raw.admin.tokens_env)?;
+        let ingress = self.ingress(raw.ingress)?;
+        let delivery = self.delivery(raw.delivery)?;
+        let returns = ReturnSettings {
+            wait_for_final: dur(raw.returns.wait_for_final, "0s"),
+        };
+        if returns.wait_for_final > Duration::from_secs(60) {
+            return Err(invalid(
+                "returns.wait_for_final",
+                "at most 60s: a browser is waiting",
+            ));
+        }
+
+        let mut merchants = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, m) in raw.merchants.into_iter().enumerate() {
+            let m = self.merchant(i, m)?;
+            if !seen.insert(m.id.clone()) {
+                return Err(invalid(
+                    format!("merchants[{i}].id"),
+                    format!("duplicate merchant id {:?}", m.id),
+                ));
+            }
+            merchants.push(m);
+        }
+        let mut providers = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let p = self.provider(i, p, &merchants)?;
+            if !seen.insert(p.id.clone()) {
+                return Err(invalid(
+                    format!("providers[{i}].id"),
+                    format!("duplicate provider id {:?}", p.id),
+                ));
+            }
+            providers.push(p);
+        }
+        Ok(Settings {
+            server,
+            log,
+            storage,
+            retention,
+            admin_tokens,
+            ingress,
+            delivery,
+            returns,
+            providers,
+            merchants,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerSettings, ConfigError> {
+        let listen_s = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_s
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                invalid(
+                    "server.listen",
+                    format!("{listen_s:?} is not a host:port address"),
+                )
+            })?;
+        let public_url = match raw.public_url {
+            None => None,
+            Some(public_s) => {
+                let public = Url::parse(&public_s)
+                    .map_err(|e| invalid("server.public_url", format!("{public_s:?}: {e}")))?;
+                if !matches!(public.scheme(), "http" | "https")
+                    || public.query().is_some()
+                    || public.cannot_be_a_base()
+                {
+                    return Err(invalid(
+                        "server.public_url",
+                        "must be an http(s) URL without a query",
+                    ));
+                }
+                Some(public.as_str().trim_end_matches('/').to_string())
+            }
+        };
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
+        if max_body_bytes == 0 || max_body_bytes > 64 << 20 {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 1 and 67108864",
+            ));
+        }
+        if raw.workers == Some(0) {
+            return Err(invalid("server.workers", "must be at least 1"));
+        }
+        Ok(ServerSettings {
+            listen,
+            public_url,
+            max_body_bytes,
+            shutdown_timeout: dur(raw.shutdown_timeout, "30s"),
+            workers: raw.workers,
+        })
+    }
+
+    fn ingress(&self, raw: RawIngress) -> Result<IngressSettings, ConfigError> {
+        let r = raw.rate_limit.unwrap_or(RawRate {
+            per_second: 1000,
+            burst: 2000,
+        });
+        if r.per_second == 0 || r.burst == 0 {
+            return Err(invalid(
+                "ingress.rate_limit",
+                "per_second and burst must be at least 1",
+            ));
+        }
+        Ok(IngressSettings {
+            rate_limit: RateLimit {
+                per_second: r.per_second,
+                burst: r.burst,
+            },
+            trusted_proxies: cidrs(
+                "ingress.trusted_proxies",
+                raw.trusted_proxies.unwrap_or_default(),
+            )?,
+        })
+    }
+
+    fn delivery(&self, raw: RawDelivery) -> Result<DeliverySettings, ConfigError> {
+        let schedule = match raw.retry_schedule {
+            Some(s) => s.into_iter().map(|d| d.0).collect(),
+            None => ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .iter()
+                .map(|s| humantime::parse_duration(s).expect("default schedule parses"))
+                .collect(),
+        };
+        let pe = raw.per_endpoint.unwrap_or(RawPerEndpoint {
+            per_second: 50,
+            burst: 100,
+            max_in_flight: 8,
+        });
+        if pe.per_second == 0 || pe.burst == 0 || pe.max_in_flight == 0 {
+            return Err(invalid(
+                "delivery.per_endpoint",
+                "per_second, burst and max_in_flight must be at least 1",
+            ));
+        }
+        let max_in_flight = raw.max_in_flight.unwrap_or(256);
+        if max_in_flight == 0 {
+            return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        Ok(DeliverySettings {
+            timeout: dur(raw.timeout, "15s"),
+            retry_schedule: schedule,
+            max_in_flight,
+            per_endpoint_rate: RateLimit {
+                per_second: pe.per_second,
+                burst: pe.burst,
+            },
+            per_endpoint_in_flight: pe.max_in_flight,
+            allow_private_targets: raw.allow_private_targets.unwrap_or(false),
+            https_only: raw.https_only.unwrap_or(false),
+        })
+    }
+
+    fn merchant(&self, i: usize, raw: RawMerchant) -> Result<MerchantSettings, ConfigError> {
+        let key = format!("merchants[{i}]");
+        check_id(&format!("{key}.id"), &raw.id)?;
+        let api_keys =
+            self.secret_list(&format!("{key}.api_keys"), raw.api_keys, raw.api_keys_env)?;
+        let mut origins = Vec::new();
+        for o in &raw.allowed_return_origins {
+            let u = Url::parse(o).map_err(|e| {
+                invalid(
+                    format!("{key}.allowed_return_origins"),
+                    format!("{o:?}: {e}"),
+                )
+            })?;
+            if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || u.query().is_some() {
+                return Err(invalid(
+                    format!("{key}.allowed_return_origins"),
+                    format!("{o:?} must be an origin like https://shop.example.com (no path)"),
+                ));
+            }
+            origins.push(u.origin().ascii_serialization());
+        }
+        let default_site_url = match raw.default_site_url {
+            None => None,
+            Some(s) => {
+                let u = Url::parse(&s).map_err(|e| {
+                    invalid(format!("{key}.default_site_url"), format!("{s:?}: {e}"))
+                })?;
+                let origin = u.origin().ascii_serialization();
+                if !origins.contains(&origin) {
+                    return Err(invalid(
+                        format!("{key}.default_site_url"),
+                        format!("origin {origin} is not in allowed_return_origins"),
+                    ));
+                }
+                Some(u)
+            }
+        };
+        let return_secret = self.secret(
+            &format!("{key}.return_secret"),
+            raw.return_secret,
+            raw.return_secret_env,
+        )?;
+        let mut endpoints = Vec::new();
+        for (j, e) in raw.endpoints.into_iter().enumerate() {
+            let ek = format!("{key}.endpoints[{j}]");
+            check_id(&format!("{ek}.id"), &e.id)?;
+            let url = Url::parse(&e.url)
+                .map_err(|err| invalid(format!("{ek}.url"), format!("{:?}: {err}", e.url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!("{ek}.url"), "must be an http(s) URL"));
+            }
+            let secret = self
+                .secret(&format!("{ek}.secret"), e.secret, e.secret_env)?
+                .ok_or_else(|| invalid(format!("{ek}.secret"), "required"))?;
+            decode_whsec(secret.expose_secret()).map_err(|m| invalid(format!("{ek}.secret"), m))?;
+            endpoints.push(EndpointSettings {
+                id: e.id,
+                url,
+                secret,
+                events: e.events.unwrap_or_else(|| vec!["payment.*".into()]),
+                description: e.description,
+            });
+        }
+        Ok(MerchantSettings {
+            id: raw.id,
+            api_keys,
+            allowed_return_origins: origins,
+            default_site_url,
+            return_secret,
+            endpoints,
+        })
+    }
+
+    fn provider(
+        &self,
+        i: usize,
+        raw: RawProvider,
+        merchants: &[MerchantSettings],
+    ) -> Result<ProviderSettings, ConfigError> {
+        let key = format!("providers[{i}]");
+        check_id(&format!("{key}.id"), &raw.id)?;
+        if let Some(m) = &raw.merchant_id {
+            if !merchants.iter().any(|x| &x.id == m) {
+                return Err(invalid(
+                    format!("{key}.merchant_id"),
+                    format!("no merchant with id {m:?}"),
+                ));
+            }
+        }
+        let allowed_ips = cidrs(&format!("{key}.allowed_ips"), raw.allowed_ips)?;
+        let ack = match raw.ack {
+            None if raw.preset == Preset::Adyen => Ack::Fixed {
+                status: 200,
+                body: "[accepted]".into(),
+                content_type: "text/plain".into(),
+            },
+            None => Ack::Json { status: 202 },
+            Some(a) => {
+                if !(200..=299).contains(&a.status) {
+                    return Err(invalid(format!("{key}.ack.status"), "must be a 2xx status"));
+                }
+                match a.body {
+                    None => Ack::Json { status: a.status },
+                    Some(body) => Ack::Fixed {
+                        status: a.status,
+                        body,
+                        content_type: a.content_type.unwrap_or_else(|| "text/plain".into()),
+                    },
+                }
+            }
+        };
+        let auth = self.auth(&key, raw.preset, raw.auth, !allowed_ips.is_empty())?;
+        let mapping = Mapping::compile(raw.preset, &raw.mapping)
+            .map_err(|e| invalid(format!("{key}.{}", e.key), e.message))?;
+        Ok(ProviderSettings {
+            id: raw.id,
+            preset: raw.preset,
+            merchant_id: raw.merchant_id,
+            allowed_ips,
+            ack,
+            reorder_window: dur(raw.reorder_window, "0s"),
+            auth,
+            mapping,
+        })
+    }
+
+    fn auth(
+        &self,
+        pkey: &str,
+        preset: Preset,
+        raw: RawAuth,
+        has_ip_allowlist: bool,
+    ) -> Result<AuthConfig, ConfigError> {
+        let key = format!("{pkey}.auth");
+        let has_key = raw.public_key.is_some() || raw.public_key_file.is_some();
+        let scheme = raw.scheme.unwrap_or(match preset {
+            Preset::Generic => Scheme::Hmac,
+            Preset::Stripe => Scheme::Stripe,
+            Preset::Adyen => Scheme::AdyenHmac,
+            Preset::Paymentsos => Scheme::Paymentsos,
+            Preset::Begateway if has_key => Scheme::RsaSha256,
+            Preset::Begateway => Scheme::Basic,
+        });
+        let mut secrets =
+            self.secret_list(&format!("{key}.secrets"), raw.secrets, raw.secrets_env)?;
+        if let Some(p) = self.secret(&format!("{key}.password"), raw.password, raw.password_env)? {
+            secrets.insert(0, p);
+        }
+        let public_key = match (raw.public_key, raw.public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.public_key"),
+                    "set public_key or public_key_file, not both",
+                ))
+            }
+            (Some(pem), None) => Some(pem),
+            (None, Some(f)) => {
+                let f = self.base_dir.join(f);
+                Some(std::fs::read_to_string(&f).map_err(|e| {
+                    invalid(
+                        format!("{key}.public_key_file"),
+                        format!("{}: {e}", f.display()),
+                    )
+                })?)
+            }
+            (None, None) => None,
+        };
+        let public_key = match public_key {
+            None => None,
+            Some(pem) => Some(
+                auth::parse_public_key(&pem)
+                    .map_err(|m| invalid(format!("{key}.public_key"), m))?,
+            ),
+        };
+        let needs_secret = !matches!(scheme, Scheme::None | Scheme::RsaSha256);
+        if needs_secret && secrets.is_empty() {
+            let what = if scheme == Scheme::Basic {
+                "password"
+            } else {
+                "secrets"
+            };
+            return Err(invalid(
+                format!("{key}.{what}"),
+                format!("scheme {scheme:?} needs at least one"),
+            ));
+        }
+        match scheme {
+            Scheme::None if !has_ip_allowlist => {
+                return Err(invalid(
+                    format!("{key}.scheme"),
+                    "\"none\" is only allowed together with a non-empty allowed_ips",
+                ))
+            }
+            Scheme::Basic if raw.username.as_deref().unwrap_or("").is_empty() => {
+                return Err(invalid(
+                    format!("{key}.username"),
+                    "scheme basic needs a username",
+                ))
+            }
+            Scheme::RsaSha256 if public_key.is_none() => {
+                return Err(invalid(
+                    format!("{key}.public_key"),
+                    "scheme rsa-sha256 needs a public key",
+                ))
+            }
+            Scheme::StandardWebhooks => {
+                for s in &secrets {
+                    decode_whsec(s.expose_secret())
+                        .map_err(|m| invalid(format!("{key}.secrets"), m))?;
+                }
+            }
+            Scheme::AdyenHmac => {
+                for s in &secrets {
+                    hex::decode(s.expose_secret()).map_err(|_| {
+                        invalid(format!("{key}.secrets"), "Adyen HMAC keys are hex strings")
+                    })?;
+                }
+            }
+            _ => {}
+        }
+        let header = raw.header.unwrap_or_else(|| "X-Signature".into());
+        if actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(invalid(
+                format!("{key}.header"),
+                format!("{header:?} is not a valid header name"),
+            ));
+        }
+        Ok(AuthConfig {
+            scheme,
+            algorithm: raw.algorithm.unwrap_or(Algorithm::Sha256),
+            header,
+            encoding: raw.encoding.unwrap_or(Encoding::Hex),
+            prefix: raw.prefix.unwrap_or_default(),
+            secrets,
+            tolerance: dur(raw.tolerance, "5m"),
+            username: raw.username,
+            public_key,
+        })
+    }
+
+    fn env_var(&self, key: &str, var: &str) -> Result<String, ConfigError> {
+        (self.env)(var)
+            .ok_or_else(|| invalid(key, format!("environment variable {var} is not set")))
+    }
+
+    fn secret(
+        &self,
+        key: &str,
+        value: Option<String>,
+        env: Option<String>,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        let v = match (value, env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(key, format!("set {key} or {key}_env, not both")))
+            }
+            (Some(v), None) => v,
+            (None, Some(var)) => self.env_var(&format!("{key}_env"), &var)?,
+            (None, None) => return Ok(None),
+        };
+        if v.is_empty() {
+            return Err(invalid(key, "must not be empty"));
+        }
+        Ok(Some(SecretString::from(v)))
+    }
+
+    fn secret_list(
+        &self,
+        key: &str,
+        values: Option<Vec<String>>,
+        env: Option<OneOrMany>,
+    ) -> Result<Vec<SecretString>, ConfigError> {
+        let vals = match (values, env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(key, format!("set {key} or {key}_env, not both")))
+            }
+            (Some(v), None) => v,
+            (None, Some(vars)) => vars
+                .into_vec()
+                .iter()
+                .map(|var| self.env_var(&format!("{key}_env"), var))
+                .collect::<Result<_, _>>()?,
+            (None, None) => Vec::new(),
+        };
+        if vals.iter().any(|v| v.is_empty()) {
+            return Err(invalid(key, "secrets must not be empty"));
+        }
+        Ok(vals.into_iter().map(SecretString::from).collect())
+    }
+}
+
+fn dur(v: Option<Dur>, default: &str) -> Duration {
+    v.map(|d| d.0)
+        .unwrap_or_else(|| humantime::parse_duration(default).expect("default durations parse"))
+}
+
+/// Ids appear in URL paths and store keys: keep them to a safe alphabet.
+fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{id:?} must be 1-64 of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
+/// CIDRs or single addresses (a bare address means /32 or /128).
+fn cidrs(key: &str, items: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid(key, format!("{s:?} is not a CIDR or IP address")))
+        })
+        .collect()
+}
+
+/// A Standard Webhooks secret: `whsec_` + base64 of the key bytes.
+pub fn decode_whsec(s: &str) -> Result<Vec<u8>, String> {
+    let b64 = s.strip_prefix("whsec_").unwrap_or(s);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "must be whsec_ followed by base64".to_string())?;
+    if key.len() < 16 {
+        return Err("key must be at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
+/// A one-line-per-key view for `check-config`: what would run, secrets redacted.
+pub fn describe(s: &Settings) -> String {
+    let mut out = BTreeMap::new();
+    out.insert("server.listen", s.server.listen.to_string());
+    out.insert("server.public_url", public_url(s));
+    out.insert("server.max_body_bytes", s.server.max_body_bytes.to_string());
+    out.insert(
+        "server.shutdown_timeout",
+        fmt_dur(s.server.shutdown_timeout),
+    );
+    out.insert("storage.path", s.storage.path.display().to_string());
+    out.insert(
+        "storage.durability",
+        format!("{:?}", s.storage.durability).to_lowercase(),
+    );
+    out.insert("retention.task_results", fmt_dur(s.retention.task_results));
+    out.insert(
+        "retention.dedupe_window",
+        fmt_dur(s.retention.dedupe_window),
+    );
+    out.insert("retention.events", fmt_dur(s.retention.events));
+    out.insert(
+        "admin.tokens",
+        format!("{} [redacted]", s.admin_tokens.len()),
+    );
+    out.insert(
+        "ingress.rate_limit",
+        format!(
+            "{}/s burst {} per provider",
+            s.ingress.rate_limit.per_second, s.ingress.rate_limit.burst
+        ),
+    );
+    out.insert("returns.wait_for_final", fmt_dur(s.returns.wait_for_final));
+    let mut text: String = out.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    for p in &s.providers {
+        text.push_str(&format!(
+            "provider {}: POST {}/v1/ipn/{} preset={:?} auth={:?} secrets={} [redacted] merchant={} allowed_ips={} reorder_window={}\n",
+            p.id,
+            public_url(s),
+            p.id,
+            p.preset,
+            p.auth.scheme,
+            p.auth.secrets.len(),
+            p.merchant_id.as_deref().unwrap_or("-"),
+            if p.allowed_ips.is_empty() { "any".into() } else { format!("{:?}", p.allowed_ips) },
+            fmt_dur(p.reorder_window),
+        ));
+    }
+    for m in &s.merchants {
+        text.push_str(&format!(
+            "merchant {}: api_keys={} [redacted] return_origins={:?} default_site_url={} endpoints={}\n",
+            m.id,
+            m.api_keys.len(),
+            m.allowed_return_origins,
+            m.default_site_url.as_ref().map(|u| u.as_str()).unwrap_or("-"),
+            m.endpoints.iter().map(|e| format!("{}={}", e.id, e.url)).collect::<Vec<_>>().join(","),
+        ));
+    }
+    text
+}
+
+fn public_url(s: &Settings) -> String {
+    s.server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", s.server.listen))
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
