@@ -1,0 +1,132 @@
+//! What the store keeps, one struct per tree value. Encoded with postcard
+//! behind a one-byte format version, so a later layout can migrate.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::rule::{Outcome, PaymentState};
+use crate::domain::Status;
+
+/// An accepted IPN exactly as it arrived (`requests` tree, kept `retention.events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRequest {
+    pub request_id: Uuid,
+    pub provider: String,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    pub content_type: Option<String>,
+    /// Lower-case names; credentials (`authorization`, `cookie`) are not kept.
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub peer: Option<String>,
+    /// The dedupe key it was accepted under.
+    pub event_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Processing,
+    Completed,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub payment_id: String,
+    pub status: Status,
+    pub outcome: Outcome,
+    /// Set for applied changes only.
+    pub sequence: Option<u64>,
+    /// `evt_…` of the applied change; none for duplicates and stale events.
+    pub event_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The async task of one accepted IPN (`tasks` tree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub request_id: Uuid,
+    pub provider: String,
+    pub state: TaskState,
+    /// Unix ms; results are visible `retention.task_results` from here.
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub events: Vec<TaskEvent>,
+    pub error: Option<TaskError>,
+    /// An error result is handed out once; after that the async API says unknown.
+    pub error_read: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeRecord {
+    pub request_id: Uuid,
+    pub seen_at: i64,
+}
+
+/// A request that failed authentication (`quarantine` tree, last 1000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub provider: String,
+    pub received_at: i64,
+    pub reason: String,
+    pub peer: Option<String>,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// One payment (`payments` tree). Exists from registration or the first IPN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub provider: Option<String>,
+    /// None until an IPN was applied (registered only).
+    pub state: Option<PaymentState>,
+    pub registered_site_url: Option<String>,
+    pub ipn_site_url: Option<String>,
+    /// Merchant metadata from registration, as JSON text.
+    pub metadata: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Everything that happened to a payment, applied or not (`history` tree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub sequence: Option<u64>,
+    pub status: Status,
+    pub outcome: Outcome,
+    pub occurred_at: Option<i64>,
+    pub received_at: i64,
+    pub request_id: Uuid,
+    pub event_id: Option<String>,
+    pub provider_event_id: Option<String>,
+}
+
+/// One applied change: what merchants are notified of and can poll (`events` tree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub provider: String,
+    pub status: Status,
+    pub previous_status: Option<Status>,
+    pub sequence: u64,
+    pub authorization_id: Option<String>,
+    pub charge_id: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub occurred_at: Option<i64>,
+    pub created_at: i64,
+    pub provider_event_id: Option<String>,
+    pub request_id: Uuid,
+}
