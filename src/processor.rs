@@ -1,0 +1,339 @@
+//! Inbox → applied state.
+//!
+//! [`process_one`] is the step: load a stored request, map it (pure), and
+//! apply its events in one store transaction. The loop around it
+//! ([`run`]) rebuilds its work from the store's inbox on start, so a crash
+//! loses nothing acknowledged; in-memory channels are only wake-ups.
+//!
+//! Ordering: one scanner reads the inbox in arrival order and hands each
+//! request to a shard chosen by its (first) payment id. A shard applies its
+//! requests one at a time, so events of one payment apply in arrival order
+//! while different payments proceed in parallel. A batch (Adyen) naming
+//! several payments goes to its first payment's shard; the store transaction
+//! still keeps each payment consistent.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{ProviderSettings, Settings};
+use crate::domain::rule::reorder_key;
+use crate::domain::Candidate;
+use crate::mapping::parse_body;
+use crate::store::{Completion, PaymentRecord, RawRequest, Store, StoreError, TaskError};
+
+const SHARDS: usize = 4;
+
+/// Unix milliseconds now. Only loops call this; steps take `now` as input.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn task_error(code: &str, message: impl Into<String>) -> TaskError {
+    TaskError {
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Map a stored request to candidate events (pure).
+pub fn prepare(settings: &Settings, req: &RawRequest) -> Result<Vec<Candidate>, TaskError> {
+    let provider = settings.provider(&req.provider).ok_or_else(|| {
+        task_error(
+            "unknown_provider",
+            format!("provider {:?} is no longer configured", req.provider),
+        )
+    })?;
+    let doc = parse_body(req.content_type.as_deref(), &req.body)
+        .map_err(|e| task_error(e.code(), e.to_string()))?;
+    let candidates = provider
+        .mapping
+        .extract(&req.headers, &doc)
+        .map_err(|e| task_error(e.code(), e.to_string()))?;
+    for c in &candidates {
+        let ok = !c.payment_id.is_empty()
+            && c.payment_id.len() <= 200
+            && !c.payment_id.chars().any(char::is_control);
+        if !ok {
+            return Err(task_error(
+                "invalid_payment_id",
+                "payment_id must be 1-200 characters without control characters",
+            ));
+        }
+    }
+    Ok(candidates)
+}
+
+/// Which merchant an event belongs to: the payment's (registered or from an
+/// earlier IPN) first, then the one the mapping names, then the provider's default.
+pub fn resolve_merchant(
+    settings: &Settings,
+    provider: Option<&ProviderSettings>,
+    existing: Option<&PaymentRecord>,
+    c: &Candidate,
+) -> Result<String, TaskError> {
+    if let Some(r) = existing {
+        return Ok(r.merchant_id.clone());
+    }
+    if let Some(m) = &c.merchant_id {
+        return match settings.merchant(m) {
+            Some(_) => Ok(m.clone()),
+            None => Err(task_error(
+                "unknown_merchant",
+                format!(
+                    "payment {:?}: merchant {m:?} named by the IPN is not configured",
+                    c.payment_id
+                ),
+            )),
+        };
+    }
+    if let Some(m) = provider.and_then(|p| p.merchant_id.clone()) {
+        return Ok(m);
+    }
+    Err(task_error(
+        "unknown_merchant",
+        format!(
+            "payment {:?} is not registered, the IPN names no merchant and the provider has no merchant_id",
+            c.payment_id
+        ),
+    ))
+}
+
+/// Process one inbox entry to its end (completed or error).
+pub fn process_one(
+    store: &Store,
+    settings: &Settings,
+    seq: u64,
+    request_id: Uuid,
+    prepared: Option<Result<Vec<Candidate>, TaskError>>,
+    now: i64,
+) -> Result<Completion, StoreError> {
+    let Some(req) = store.request(request_id)? else {
+        // Purged or never stored: nothing to do but drop the inbox entry.
+        store.fail(
+            seq,
+            request_id,
+            task_error("internal", "raw request missing"),
+            now,
+        )?;
+        return Ok(Completion::AlreadyDone);
+    };
+    let prepared = prepared.unwrap_or_else(|| prepare(settings, &req));
+    match prepared {
+        Err(e) => {
+            store.fail(seq, request_id, e.clone(), now)?;
+            Ok(Completion::Failed(e))
+        }
+        Ok(candidates) => {
+            let provider = settings.provider(&req.provider);
+            store.complete(
+                seq,
+                request_id,
+                &candidates,
+                &|existing, c| resolve_merchant(settings, provider, existing, c),
+                now,
+            )
+        }
+    }
+}
+
+/// Drain the inbox in arrival order on the caller's thread (tests, tools).
+pub fn process_pending(store: &Store, settings: &Settings, now: i64) -> Result<usize, StoreError> {
+    let work = store.inbox(None)?;
+    for (seq, id) in &work {
+        process_one(store, settings, *seq, *id, None, now)?;
+    }
+    Ok(work.len())
+}
+
+struct Job {
+    seq: u64,
+    request_id: Uuid,
+    received_at: i64,
+    reorder_window: Duration,
+    prepared: Result<Vec<Candidate>, TaskError>,
+}
+
+impl Job {
+    fn payment(&self) -> Option<&str> {
+        self.prepared
+            .as_ref()
+            .ok()?
+            .first()
+            .map(|c| c.payment_id.as_str())
+    }
+}
+
+/// The processor loop: scanner + shards, until `shutdown`.
+pub async fn run(
+    store: Arc<Store>,
+    settings: Arc<Settings>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut shards = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..SHARDS {
+        let (tx, rx) = mpsc::unbounded_channel();
+        shards.push(tx);
+        handles.push(tokio::spawn(shard(
+            store.clone(),
+            settings.clone(),
+            rx,
+            shutdown.clone(),
+        )));
+    }
+    let mut last: Option<u64> = None;
+    loop {
+        let work = match store.inbox(last) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the inbox; retrying");
+                Vec::new()
+            }
+        };
+        for (seq, request_id) in work {
+            last = Some(seq);
+            let job = match store.request(request_id) {
+                Ok(Some(req)) => Job {
+                    seq,
+                    request_id,
+                    received_at: req.received_at,
+                    reorder_window: settings
+                        .provider(&req.provider)
+                        .map(|p| p.reorder_window)
+                        .unwrap_or_default(),
+                    prepared: prepare(&settings, &req),
+                },
+                Ok(None) => Job {
+                    seq,
+                    request_id,
+                    received_at: 0,
+                    reorder_window: Duration::ZERO,
+                    prepared: Err(task_error("internal", "raw request missing")),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, %request_id, "cannot read a stored request; will retry");
+                    last = seq.checked_sub(1);
+                    break;
+                }
+            };
+            let mut h = DefaultHasher::new();
+            job.payment().unwrap_or_default().hash(&mut h);
+            let _ = shards[(h.finish() as usize) % SHARDS].send(job);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    drop(shards);
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn shard(
+    store: Arc<Store>,
+    settings: Arc<Settings>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    shutdown: CancellationToken,
+) {
+    // Reorder window: jobs of a payment wait here until the first one's deadline.
+    let mut held: HashMap<String, (i64, Vec<Job>)> = HashMap::new();
+    loop {
+        let next_deadline = held.values().map(|(d, _)| *d).min();
+        let sleep = match next_deadline {
+            Some(d) => Duration::from_millis(d.saturating_sub(now_ms()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            job = rx.recv() => {
+                let Some(job) = job else { return };
+                match job.payment().map(str::to_owned) {
+                    Some(p) if !job.reorder_window.is_zero() || held.contains_key(&p) => {
+                        let deadline = job.received_at + job.reorder_window.as_millis() as i64;
+                        held.entry(p).or_insert_with(|| (deadline, Vec::new())).1.push(job);
+                    }
+                    _ => apply(&store, &settings, job, &shutdown).await,
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let now = now_ms();
+                let due: Vec<String> = held.iter().filter(|(_, (d, _))| *d <= now).map(|(k, _)| k.clone()).collect();
+                for p in due {
+                    let Some((_, mut jobs)) = held.remove(&p) else { continue };
+                    jobs.sort_by_key(|j| j.prepared.as_ref().ok().and_then(|c| c.first()).map(reorder_key));
+                    for job in jobs {
+                        apply(&store, &settings, job, &shutdown).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Apply one job, retrying store errors with backoff (the job stays in the
+/// inbox either way, so a restart would pick it up too).
+async fn apply(store: &Store, settings: &Settings, job: Job, shutdown: &CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    let mut prepared = Some(job.prepared);
+    loop {
+        match process_one(
+            store,
+            settings,
+            job.seq,
+            job.request_id,
+            prepared.take(),
+            now_ms(),
+        ) {
+            Ok(c) => {
+                match &c {
+                    Completion::Failed(e) => {
+                        tracing::warn!(request_id = %job.request_id, code = %e.code, message = %e.message, "IPN task ended in error")
+                    }
+                    Completion::Completed(evs) => {
+                        tracing::debug!(request_id = %job.request_id, events = evs.len(), "IPN applied")
+                    }
+                    Completion::AlreadyDone => {}
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, request_id = %job.request_id, "applying an IPN failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Retention loop: purge what is past `retention.*` every few minutes.
+pub async fn janitor(store: Arc<Store>, settings: Arc<Settings>, shutdown: CancellationToken) {
+    let r = crate::store::RetentionMs {
+        dedupe_window: settings.retention.dedupe_window.as_millis() as i64,
+        events: settings.retention.events.as_millis() as i64,
+    };
+    loop {
+        match store.purge_expired(now_ms(), r) {
+            Ok(p) if p != Default::default() => tracing::info!(?p, "retention purge"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention purge failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+    }
+}
