@@ -15,7 +15,20 @@
 //! - [`auth`]: provider signature schemes (pure; time passed in).
 //! - [`mapping`]: body parsing, selectors, presets → [`domain::Candidate`]s (pure).
 //! - [`domain`]: canonical statuses, the status rule (pure).
+//! - [`returns`]: the 3DS return URL (pure).
+//! - [`config`]: typed, validated settings; secrets redacted.
+//! - [`store`]: the only module that knows sled: typed records and verbs.
+//! - [`processor`]: inbox → applied state, per-payment order.
+//! - [`http`]: thin actix handlers and the one error shape.
+//! - [`app`]: builds store + workers + server on a listener (main and tests).
 
+pub mod app;
 pub mod auth;
+pub mod config;
 pub mod domain;
+pub mod http;
 pub mod mapping;
+pub mod processor;
+pub mod returns;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,128 @@
-fn main() {}
+//! The `ipn-relay` binary: parse the CLI, load config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ipn_relay::app::Application;
+use ipn_relay::config::{self, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "ipn-relay",
+    version,
+    about = "Verify, store, order and relay payment IPNs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        #[arg(long, env = "IPN_RELAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and print what would run (secrets redacted).
+    CheckConfig {
+        #[arg(long, env = "IPN_RELAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the headers a provider would send for a body.
+    Sign {
+        #[arg(long, env = "IPN_RELAY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        body: PathBuf,
+        /// Extra request header an auth scheme reads, e.g. "event-type: payment.capture.create".
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
+    Ok(Settings::load(path, &|k| std::env::var(k).ok())?)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let s = load(&config)?;
+            print!("config OK: {}\n{}", config.display(), config::describe(&s));
+            Ok(())
+        }
+        Command::Sign {
+            config,
+            provider,
+            body,
+            headers,
+        } => sign(&load(&config)?, &provider, &body, &headers),
+        Command::Serve { config } => {
+            let s = load(&config)?;
+            ipn_relay::telemetry::init(&s.log);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let app = Application::build(s)?;
+                tracing::info!(port = app.port(), "ipn-relay listening");
+                app.run_until(shutdown_signal()).await
+            })
+        }
+    }
+}
+
+fn sign(
+    s: &Settings,
+    provider: &str,
+    body: &std::path::Path,
+    extra: &[String],
+) -> anyhow::Result<()> {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    let p = s
+        .provider(provider)
+        .with_context(|| format!("no provider {provider:?} in the config"))?;
+    let body = std::fs::read(body).with_context(|| format!("reading {}", body.display()))?;
+    let mut map = HeaderMap::new();
+    for h in extra {
+        let (k, v) = h
+            .split_once(':')
+            .context("--header takes \"Name: value\"")?;
+        map.insert(
+            HeaderName::from_bytes(k.trim().as_bytes())?,
+            HeaderValue::from_str(v.trim())?,
+        );
+    }
+    let signed = ipn_relay::auth::sign(&p.auth, &map, &body, chrono::Utc::now().timestamp())?;
+    for (k, v) in &signed.headers {
+        println!("{k}: {v}");
+    }
+    if let Some(b) = signed.body {
+        println!("\n{}", String::from_utf8_lossy(&b));
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

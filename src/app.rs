@@ -1,0 +1,133 @@
+//! Build the whole service on a listener: store, background workers, HTTP.
+//! `main` and the black-box tests use the same builder; tests bind port 0.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http::{routes, AppState};
+use crate::processor;
+use crate::store::Store;
+
+pub struct Application {
+    port: u16,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    server: actix_web::dev::Server,
+    wake: Arc<Notify>,
+    workers_alive: Arc<AtomicBool>,
+}
+
+impl Application {
+    /// Open the store and bind `server.listen` (port 0 picks a free port).
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        let store = Arc::new(Store::open(&settings.storage.path).with_context(|| {
+            format!("opening the store at {}", settings.storage.path.display())
+        })?);
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let bound = listener.local_addr()?;
+        let port = bound.port();
+        let public_url = settings
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
+        let wake = Arc::new(Notify::new());
+        let workers_alive = Arc::new(AtomicBool::new(true));
+        let state = web::Data::new(AppState::new(
+            settings.clone(),
+            store.clone(),
+            wake.clone(),
+            workers_alive.clone(),
+            public_url,
+        ));
+        let max_body = settings.server.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .wrap(
+                    actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                        .log_target("ipn_relay::access"),
+                )
+                .configure(routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+        .listen(listener)?;
+        if let Some(w) = settings.server.workers {
+            server = server.workers(w);
+        }
+        Ok(Application {
+            port,
+            settings,
+            store,
+            server: server.run(),
+            wake,
+            workers_alive,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, let in-flight
+    /// requests finish (up to `server.shutdown_timeout`), stop the workers
+    /// and flush the store.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let proc = tokio::spawn(processor::run(
+            self.store.clone(),
+            self.settings.clone(),
+            self.wake.clone(),
+            token.clone(),
+        ));
+        let janitor = tokio::spawn(processor::janitor(
+            self.store.clone(),
+            self.settings.clone(),
+            token.clone(),
+        ));
+        let alive = self.workers_alive.clone();
+        let watch_token = token.clone();
+        let proc = tokio::spawn(async move {
+            let r = proc.await;
+            if !watch_token.is_cancelled() {
+                tracing::error!(?r, "processor stopped unexpectedly");
+                alive.store(false, Ordering::SeqCst);
+            }
+        });
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        tokio::select! {
+            r = &mut server => {
+                token.cancel();
+                r??;
+            }
+            _ = shutdown => {
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                handle.stop(true).await;
+                let _ = server.await;
+                token.cancel();
+            }
+        }
+        let grace = self.settings.server.shutdown_timeout;
+        let _ = tokio::time::timeout(grace, async {
+            let _ = proc.await;
+            let _ = janitor.await;
+        })
+        .await;
+        self.store.close();
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! Operator endpoints: stored requests by state, reprocessing, quarantine.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::caller::require_admin;
+use super::{ApiError, AppState};
+use crate::store::{Reprocess, TaskState};
+
+#[derive(Deserialize)]
+pub struct RequestsQuery {
+    state: Option<String>,
+    provider: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn requests(
+    req: HttpRequest,
+    q: web::Query<RequestsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let filter = match q.state.as_deref() {
+        None => None,
+        Some("error") => Some(TaskState::Error),
+        Some("processing") => Some(TaskState::Processing),
+        Some("completed") => Some(TaskState::Completed),
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "state must be error, processing or completed, not {other:?}"
+            )))
+        }
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let tasks = state.store.tasks(filter, q.provider.as_deref(), limit)?;
+    let items: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "request_id": t.request_id,
+                "provider": t.provider,
+                "state": t.state,
+                "created_at": crate::http::payments::rfc3339(t.created_at),
+                "finished_at": t.finished_at.map(crate::http::payments::rfc3339),
+                "error": t.error,
+                "events": t.events,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": items })))
+}
+
+pub async fn reprocess(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::not_found())?;
+    match state
+        .store
+        .reprocess(id, chrono::Utc::now().timestamp_millis())?
+    {
+        Reprocess::Queued => {
+            state.wake.notify_one();
+            Ok(HttpResponse::Accepted().json(json!({
+                "status": "processing",
+                "request_id": id,
+                "status_url": state.status_url(&id),
+                "response_url": state.response_url(&id),
+            })))
+        }
+        Reprocess::NotFound => Err(ApiError::NotFound("no stored request with that id".into())),
+        Reprocess::NotInError(s) => Err(ApiError::Conflict(format!(
+            "only requests in error can be reprocessed; this one is {}",
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct QuarantineQuery {
+    limit: Option<usize>,
+}
+
+pub async fn quarantine(
+    req: HttpRequest,
+    q: web::Query<QuarantineQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let items: Vec<_> = state
+        .store
+        .quarantined(q.limit.unwrap_or(100).clamp(1, 1000))?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "provider": r.provider,
+                "received_at": crate::http::payments::rfc3339(r.received_at),
+                "reason": r.reason,
+                "peer": r.peer,
+                "headers": r.headers,
+                "body_base64": base64::engine::general_purpose::STANDARD.encode(&r.body),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": items })))
+}

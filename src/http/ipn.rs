@@ -1,0 +1,261 @@
+//! `POST /v1/ipn/{provider}`: checks, one durable write, acknowledge.
+//!
+//! Order of work (SPEC §4): provider known (404) → IP allowed (403) → rate
+//! limit (429) → size (413) → authenticate the raw body (401) → dedupe →
+//! persist request + task durably → ack. Nothing else happens before the ack.
+
+use std::net::IpAddr;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use governor::clock::{Clock, DefaultClock};
+use ipnet::IpNet;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::config::{Ack, Durability, ProviderSettings};
+use crate::store::{Accepted, QuarantineRecord, RawRequest, TaskState};
+
+/// Headers not worth keeping with a stored request: credentials.
+const DROPPED_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+pub async fn ingest(
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let provider = state
+        .settings
+        .provider(&name)
+        .ok_or_else(|| ApiError::UnknownProvider(truncate(&name, 64)))?;
+
+    let peer = client_ip(
+        req.peer_addr().map(|a| a.ip()),
+        req.headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok()),
+        &state.settings.ingress.trusted_proxies,
+    );
+    if !provider.allowed_ips.is_empty()
+        && !peer.is_some_and(|ip| provider.allowed_ips.iter().any(|n| n.contains(&ip)))
+    {
+        return Err(ApiError::Forbidden);
+    }
+
+    if let Some(limiter) = state.limiters.get(&provider.id) {
+        if let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::RateLimited(
+                wait.as_secs_f64().ceil().max(1.0) as u64
+            ));
+        }
+    }
+
+    let max = state.settings.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::PayloadTooLarge(max));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > max {
+            return Err(ApiError::PayloadTooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let now = chrono::Utc::now();
+    let headers = kept_headers(req.headers());
+    let peer_s = peer.map(|p| p.to_string());
+
+    if let Err(e) = crate::auth::verify(&provider.auth, req.headers(), &body, now.timestamp()) {
+        let rec = QuarantineRecord {
+            provider: provider.id.clone(),
+            received_at: now.timestamp_millis(),
+            reason: e.to_string(),
+            peer: peer_s,
+            headers,
+            body: body.to_vec(),
+        };
+        if let Err(qe) = state.store.quarantine(&rec) {
+            tracing::warn!(error = %qe, "could not quarantine a rejected request");
+        }
+        tracing::info!(provider = %provider.id, reason = %e, "IPN rejected: authentication failed");
+        return Err(ApiError::InvalidSignature(e.to_string()));
+    }
+
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let event_key = provider
+        .mapping
+        .event_key(&headers, content_type.as_deref(), &body);
+    let raw = RawRequest {
+        request_id: Uuid::new_v4(),
+        provider: provider.id.clone(),
+        received_at: now.timestamp_millis(),
+        content_type,
+        headers,
+        body: body.to_vec(),
+        peer: peer_s,
+        event_key,
+    };
+    let window = state.settings.retention.dedupe_window.as_millis() as i64;
+    let accepted = state
+        .store
+        .accept_ipn(&raw, window, now.timestamp_millis())?;
+    let ticket = match &accepted {
+        Accepted::New { ticket } | Accepted::Duplicate { ticket, .. } => *ticket,
+    };
+    if state.settings.storage.durability == Durability::Sync {
+        state.store.wait_durable(ticket).await?;
+    }
+    Ok(match accepted {
+        Accepted::New { .. } => {
+            state.wake.notify_one();
+            tracing::debug!(provider = %provider.id, request_id = %raw.request_id, "IPN accepted");
+            ack(&state, provider, raw.request_id, "processing", None)
+        }
+        Accepted::Duplicate {
+            request_id,
+            state: task_state,
+            ..
+        } => {
+            tracing::info!(provider = %provider.id, %request_id, "duplicate IPN acknowledged");
+            let s = match task_state {
+                Some(TaskState::Processing) => "processing",
+                _ => "completed",
+            };
+            ack(&state, provider, request_id, s, Some(200))
+        }
+    })
+}
+
+fn ack(
+    state: &AppState,
+    provider: &ProviderSettings,
+    id: Uuid,
+    status: &str,
+    force: Option<u16>,
+) -> HttpResponse {
+    match &provider.ack {
+        Ack::Json { status: code } => {
+            let code = actix_web::http::StatusCode::from_u16(force.unwrap_or(*code))
+                .unwrap_or(actix_web::http::StatusCode::ACCEPTED);
+            HttpResponse::build(code)
+                .insert_header(("x-request-id", id.to_string()))
+                .json(json!({
+                    "status": status,
+                    "request_id": id,
+                    "status_url": state.status_url(&id),
+                    "response_url": state.response_url(&id),
+                }))
+        }
+        // A provider that wants a fixed answer (Adyen's "[accepted]") gets it for duplicates too.
+        Ack::Fixed {
+            status: code,
+            body,
+            content_type,
+        } => {
+            let code = actix_web::http::StatusCode::from_u16(*code)
+                .unwrap_or(actix_web::http::StatusCode::OK);
+            HttpResponse::build(code)
+                .insert_header(("x-request-id", id.to_string()))
+                .content_type(content_type.as_str())
+                .body(body.clone())
+        }
+    }
+}
+
+fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter(|(k, _)| !DROPPED_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// The address a request came from: the peer, or — when the peer is a
+/// trusted proxy — the right-most `X-Forwarded-For` entry that is not.
+pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut ip = peer?.to_canonical();
+    if !is_trusted(&ip) {
+        return Some(ip);
+    }
+    for part in xff.unwrap_or("").rsplit(',') {
+        let Ok(a) = part.trim().parse::<IpAddr>() else {
+            break;
+        };
+        ip = a.to_canonical();
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|x| x.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_xff_says() {
+        let ip = client_ip(
+            Some("203.0.113.9".parse().unwrap()),
+            Some("10.0.0.1"),
+            &nets(&["10.0.0.0/8"]),
+        );
+        assert_eq!(ip, Some("203.0.113.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn trusted_proxy_chain_yields_the_rightmost_untrusted_entry() {
+        let ip = client_ip(
+            Some("10.0.0.2".parse().unwrap()),
+            Some("198.51.100.7, 203.0.113.5, 10.0.0.3"),
+            &nets(&["10.0.0.0/8"]),
+        );
+        assert_eq!(ip, Some("203.0.113.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn garbage_in_xff_stops_the_walk_at_the_last_good_hop() {
+        let ip = client_ip(
+            Some("10.0.0.2".parse().unwrap()),
+            Some("nonsense"),
+            &nets(&["10.0.0.0/8"]),
+        );
+        assert_eq!(ip, Some("10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_rules() {
+        let ip = client_ip(Some("::ffff:127.0.0.1".parse().unwrap()), None, &[]);
+        assert_eq!(ip, Some("127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,121 @@
+//! Thin actix handlers over the store and the pure core. Routing lives here;
+//! each submodule is one area of the API.
+
+mod admin;
+mod caller;
+pub mod error;
+mod ipn;
+mod ops;
+mod payments;
+mod returns;
+mod tasks;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix_web::web;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::store::Store;
+pub use error::ApiError;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<Store>,
+    /// One token bucket per provider (SPEC: `ingress.rate_limit` is per provider).
+    pub limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// Wakes the processor after an accepted IPN.
+    pub wake: Arc<Notify>,
+    /// Cleared when a background worker stops unexpectedly (readiness).
+    pub workers_alive: Arc<AtomicBool>,
+    /// Base of status/response URLs, resolved against the bound port.
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        wake: Arc<Notify>,
+        workers_alive: Arc<AtomicBool>,
+        public_url: String,
+    ) -> Self {
+        let r = settings.ingress.rate_limit;
+        let quota = Quota::per_second(
+            std::num::NonZeroU32::new(r.per_second).unwrap_or(std::num::NonZeroU32::MIN),
+        )
+        .allow_burst(std::num::NonZeroU32::new(r.burst).unwrap_or(std::num::NonZeroU32::MIN));
+        let limiters = settings
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), RateLimiter::direct(quota)))
+            .collect();
+        AppState {
+            settings,
+            store,
+            limiters,
+            wake,
+            workers_alive,
+            public_url,
+        }
+    }
+
+    pub fn status_url(&self, id: &uuid::Uuid) -> String {
+        format!("{}/v1/async/status/{id}", self.public_url)
+    }
+
+    pub fn response_url(&self, id: &uuid::Uuid) -> String {
+        format!("{}/v1/async/result/{id}", self.public_url)
+    }
+}
+
+fn bad_request(msg: String) -> actix_web::Error {
+    ApiError::InvalidRequest(msg).into()
+}
+
+/// All routes; `main` and the tests mount the same thing.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| bad_request(e.to_string())),
+    )
+    .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e.to_string())))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e.to_string())))
+    .app_data(web::FormConfig::default().error_handler(|e, _| bad_request(e.to_string())))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/v1/ipn/{provider}", web::post().to(ipn::ingest))
+    .route(
+        "/v1/async/status/{request_id}",
+        web::get().to(tasks::status),
+    )
+    .route(
+        "/v1/async/result/{request_id}",
+        web::get().to(tasks::result),
+    )
+    .route("/v1/admin/requests", web::get().to(admin::requests))
+    .route(
+        "/v1/admin/requests/{request_id}/reprocess",
+        web::post().to(admin::reprocess),
+    )
+    .route("/v1/admin/quarantine", web::get().to(admin::quarantine))
+    .route("/v1/payments", web::post().to(payments::register))
+    .route("/v1/payments/{payment_id}", web::get().to(payments::get))
+    .route("/v1/events", web::get().to(payments::events))
+    .route(
+        "/v1/return/{payment_id}",
+        web::get().to(returns::browser_return),
+    )
+    .route(
+        "/v1/return/{payment_id}",
+        web::post().to(returns::browser_return),
+    )
+    .default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
+    }));
+}

@@ -1,0 +1,205 @@
+//! Merchant API: register a payment, read it with its history, poll events.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use ulid::Ulid;
+use url::Url;
+
+use super::caller::merchant_scope;
+use super::{ApiError, AppState};
+use crate::store::{EventRecord, PaymentRecord, Registered};
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Deserialize)]
+pub struct Scope {
+    merchant_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    payment_id: String,
+    merchant_site_url: Option<String>,
+    provider: Option<String>,
+    metadata: Option<Value>,
+}
+
+fn check_payment_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "payment_id must be 1-200 characters without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn register(
+    req: HttpRequest,
+    scope: web::Query<Scope>,
+    body: web::Json<Registration>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let body = body.into_inner();
+    check_payment_id(&body.payment_id)?;
+    let merchant = state
+        .settings
+        .merchant(&merchant_id)
+        .ok_or_else(ApiError::not_found)?;
+    let site = match &body.merchant_site_url {
+        None => None,
+        Some(s) => {
+            let u = Url::parse(s)
+                .map_err(|e| ApiError::Unprocessable(format!("merchant_site_url: {e}")))?;
+            if !merchant.allows_return_to(&u) {
+                return Err(ApiError::Unprocessable(format!(
+                    "merchant_site_url origin {} is not in allowed_return_origins",
+                    u.origin().ascii_serialization()
+                )));
+            }
+            Some(u.to_string())
+        }
+    };
+    if let Some(p) = &body.provider {
+        if state.settings.provider(p).is_none() {
+            return Err(ApiError::Unprocessable(format!("no provider {p:?}")));
+        }
+    }
+    let metadata = body.metadata.as_ref().map(Value::to_string);
+    let now = chrono::Utc::now().timestamp_millis();
+    let res = state.store.register_payment(
+        &body.payment_id,
+        &merchant_id,
+        body.provider.clone(),
+        site,
+        metadata,
+        now,
+    )?;
+    match res {
+        Registered::Created(rec) => Ok(HttpResponse::Created().json(view(&rec, None))),
+        Registered::Updated(rec) => Ok(HttpResponse::Ok().json(view(&rec, None))),
+        Registered::Taken => Err(ApiError::Conflict("payment_id is not available".into())),
+    }
+}
+
+fn view(rec: &PaymentRecord, history: Option<Value>) -> Value {
+    let st = rec.state.as_ref();
+    let mut v = json!({
+        "payment_id": rec.payment_id,
+        "merchant_id": rec.merchant_id,
+        "provider": rec.provider,
+        "status": st.map(|s| s.status),
+        "sequence": st.map(|s| s.sequence).unwrap_or(0),
+        "authorization_id": st.and_then(|s| s.authorization_id.clone()),
+        "charge_id": st.and_then(|s| s.charge_id.clone()),
+        "amount": st.and_then(|s| s.amount),
+        "currency": st.and_then(|s| s.currency.clone()),
+        "merchant_site_url": rec.registered_site_url.as_ref().or(rec.ipn_site_url.as_ref()),
+        "metadata": rec.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+        "created_at": rfc3339(rec.created_at),
+        "updated_at": rfc3339(rec.updated_at),
+    });
+    if let Some(h) = history {
+        v["history"] = h;
+    }
+    v
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let id = path.into_inner();
+    // Another merchant's payment is indistinguishable from no payment.
+    let rec = state
+        .store
+        .payment(&id)?
+        .filter(|r| r.merchant_id == merchant_id)
+        .ok_or_else(|| ApiError::NotFound("no such payment".into()))?;
+    let history: Vec<Value> = state
+        .store
+        .history(&id)?
+        .into_iter()
+        .map(|h| {
+            json!({
+                "sequence": h.sequence,
+                "status": h.status,
+                "outcome": h.outcome,
+                "occurred_at": h.occurred_at.map(rfc3339),
+                "received_at": rfc3339(h.received_at),
+                "request_id": h.request_id,
+                "event_id": h.event_id,
+                "provider_event_id": h.provider_event_id,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view(&rec, Some(Value::Array(history)))))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    merchant_id: Option<String>,
+    payment_id: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The normalized event as merchants see it (also the outbound `data`).
+pub fn event_json(e: &EventRecord) -> Value {
+    json!({
+        "event_id": e.event_id,
+        "type": format!("payment.{}", e.status),
+        "payment_id": e.payment_id,
+        "merchant_id": e.merchant_id,
+        "provider": e.provider,
+        "status": e.status,
+        "previous_status": e.previous_status,
+        "sequence": e.sequence,
+        "authorization_id": e.authorization_id,
+        "charge_id": e.charge_id,
+        "amount": e.amount,
+        "currency": e.currency,
+        "occurred_at": e.occurred_at.map(rfc3339),
+        "created_at": rfc3339(e.created_at),
+        "provider_event_id": e.provider_event_id,
+    })
+}
+
+pub async fn events(
+    req: HttpRequest,
+    q: web::Query<EventsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = merchant_scope(&req, &state, q.merchant_id.as_deref())?;
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(
+            Ulid::from_string(a.strip_prefix("evt_").unwrap_or(a)).map_err(|_| {
+                ApiError::InvalidRequest("after must be an event_id (evt_…)".into())
+            })?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    // One extra row tells whether there is more.
+    let mut evs = state
+        .store
+        .events(&merchant_id, q.payment_id.as_deref(), after, limit + 1)?;
+    let has_more = evs.len() > limit;
+    evs.truncate(limit);
+    let data: Vec<Value> = evs.iter().map(event_json).collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "has_more": has_more})))
+}

@@ -1,0 +1,105 @@
+//! `GET|POST /v1/return/{payment_id}`: send the browser back to the merchant.
+//! Only ever to an origin the merchant allowed — never an open redirect.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use super::{ApiError, AppState};
+use crate::returns::{return_url, ReturnParams};
+use crate::store::PaymentRecord;
+
+fn page(status: actix_web::http::StatusCode, title: &str, text: &str) -> HttpResponse {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+             <body><h1>{t}</h1><p>{x}</p></body></html>",
+            t = esc(title),
+            x = esc(text)
+        ))
+}
+
+pub async fn browser_return(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use actix_web::http::StatusCode;
+    let id = path.into_inner();
+    let Some(mut rec) = state.store.payment(&id)? else {
+        return Ok(page(
+            StatusCode::NOT_FOUND,
+            "Payment not found",
+            "We could not find this payment.",
+        ));
+    };
+    let wait = state.settings.returns.wait_for_final;
+    if !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !rec.state.as_ref().is_some_and(|s| s.status.is_final())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rec = state.store.payment(&id)?.unwrap_or(rec);
+        }
+    }
+    let Some(merchant) = state.settings.merchant(&rec.merchant_id) else {
+        return Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No return address",
+            "This payment has no merchant.",
+        ));
+    };
+    let Some(base) = target(&rec, merchant) else {
+        return Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No return address",
+            "The shop has no valid return address for this payment.",
+        ));
+    };
+    let st = rec.state.as_ref();
+    let params = ReturnParams {
+        payment_id: &rec.payment_id,
+        authorization_id: st.and_then(|s| s.authorization_id.as_deref()),
+        charge_id: st.and_then(|s| s.charge_id.as_deref()),
+        status: st.map(|s| s.status.as_str()).unwrap_or("pending"),
+    };
+    let secret = merchant
+        .return_secret
+        .as_ref()
+        .map(|s| s.expose_secret().as_bytes());
+    let url = return_url(&base, &params, secret, chrono::Utc::now().timestamp());
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .finish())
+}
+
+/// Registered URL > the IPN's > the merchant default; the first one whose
+/// origin the merchant allows.
+fn target(rec: &PaymentRecord, merchant: &crate::config::MerchantSettings) -> Option<Url> {
+    [rec.registered_site_url.as_deref(), rec.ipn_site_url.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Url::parse(s).ok())
+        .chain(merchant.default_site_url.clone())
+        .find(|u| {
+            let ok = matches!(u.scheme(), "http" | "https") && merchant.allows_return_to(u);
+            if !ok {
+                tracing::warn!(payment_id = %rec.payment_id, url = %u, "return URL origin not allowed; skipped");
+            }
+            ok
+        })
+}
