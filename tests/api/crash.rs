@@ -1,0 +1,201 @@
+//! Crash safety with a real process: `kill -9` under concurrent load, restart,
+//! and every request that got a 2xx is still known; SIGTERM exits cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipn_relay::config::Settings;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
+         [storage]\npath = \"{}\"\ndurability = \"sync\"\n{BASE}",
+        dir.join("store").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Start the binary and read the bound port from its JSON start-up log line.
+fn start(config: &Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipn-relay"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "ipn-relay listening" {
+                        let _ = tx.send(v["port"].as_u64().unwrap() as u16);
+                        sent = true;
+                    }
+                }
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("service reports its port");
+    Proc { child, port }
+}
+
+fn sign(settings: &Settings, body: &[u8]) -> Vec<(String, String)> {
+    let p = settings.provider("acme").unwrap();
+    let map = actix_web::http::header::HeaderMap::new();
+    ipn_relay::auth::sign(&p.auth, &map, body, chrono::Utc::now().timestamp())
+        .unwrap()
+        .headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_requests_survive_kill_9_and_resume_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let settings = Settings::load(&config, &|_| None).unwrap();
+    let proc = start(&config);
+    let base = format!("http://127.0.0.1:{}", proc.port);
+    let client = reqwest::Client::new();
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut load = Vec::new();
+    for worker in 0..16 {
+        let (client, base, acked, settings) = (
+            client.clone(),
+            base.clone(),
+            acked.clone(),
+            settings.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            for i in 0.. {
+                let body = serde_json::to_vec(&generic(
+                    &format!("ev_{worker}_{i}"),
+                    &format!("pay_{worker}_{}", i % 5),
+                    ["Pending", "Authorized", "Succeed"][i % 3],
+                ))
+                .unwrap();
+                let mut rb = client
+                    .post(format!("{base}/v1/ipn/acme"))
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                for (k, v) in sign(&settings, &body) {
+                    rb = rb.header(k, v);
+                }
+                match rb.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = match r.json().await {
+                            Ok(v) => v,
+                            Err(_) => return, // killed mid-body: not an ack
+                        };
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(v["request_id"].as_str().unwrap().to_string());
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let real load build up, then pull the plug.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut proc = proc;
+    proc.child.kill().unwrap(); // SIGKILL
+    proc.child.wait().unwrap();
+    for l in load {
+        let _ = l.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 300,
+        "only {} acks before the kill",
+        acked.len()
+    );
+
+    let mut proc = start(&config);
+    let base = format!("http://127.0.0.1:{}", proc.port);
+    for id in &acked {
+        let r = client
+            .get(format!("{base}/v1/async/status/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "acked request {id} unknown after kill -9"
+        );
+    }
+    // Work that was acked but unprocessed resumes by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &acked {
+        loop {
+            let v: Value = client
+                .get(format!("{base}/v1/async/status/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "completed" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never completed after restart"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // SIGTERM: graceful, exit 0, well within shutdown_timeout.
+    let started = Instant::now();
+    unsafe {
+        libc::kill(proc.child.id() as i32, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(s) = proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    // And it comes back with everything after a clean stop too.
+    let mut proc = start(&config);
+    let base = format!("http://127.0.0.1:{}", proc.port);
+    let r = client
+        .get(format!("{base}/v1/async/status/{}", acked[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    proc.child.kill().unwrap();
+    let _ = proc.child.wait();
+}
