@@ -23,10 +23,12 @@ use crate::mapping::{Mapping, Preset, RawMapping};
 /// A configuration problem, always naming the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // Not a `source` field: the message already carries the cause, and a
+    // source would make `{:#}` print it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid config: {0}")]
     Parse(String),
@@ -398,9 +400,9 @@ impl Settings {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Settings::parse(&text, path.parent().unwrap_or(Path::new(".")), env)
     }
@@ -411,7 +413,7 @@ impl Settings {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         Validator { env, base_dir }.settings(raw)
     }
 
@@ -908,6 +910,49 @@ impl Validator<'_> {
         }
         Ok(vals.into_iter().map(SecretString::from).collect())
     }
+}
+
+/// A TOML error as "line N, key K: message", without toml's source snippet
+/// and without the offending value: a mistyped secret (`secrets = "…"`
+/// instead of a list) must not be echoed to the terminal or the logs.
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = redact_unexpected(e.message().trim());
+    let Some(span) = e.span() else {
+        return ConfigError::Parse(message);
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    // The key whose value is wrong: what precedes `=` on that line (the
+    // innermost one in an inline table). A wrong key is named by the message.
+    let on_line = before.rsplit('\n').next().unwrap_or("");
+    let key = on_line
+        .trim_end()
+        .strip_suffix('=')
+        .and_then(|k| k.rsplit(['{', ',']).next())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    ConfigError::Parse(match key {
+        Some(k) => format!("line {line}, key {k}: {message}"),
+        None => format!("line {line}: {message}"),
+    })
+}
+
+/// serde's "invalid type: string \"…\", expected …" quotes the value; keep
+/// only its kind.
+fn redact_unexpected(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            if let Some((unexpected, expected)) = rest.rsplit_once(", expected ") {
+                let kind = unexpected
+                    .split([' ', '`', '"'])
+                    .next()
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or("value");
+                return format!("{prefix}{kind}, expected {expected}");
+            }
+        }
+    }
+    msg.to_string()
 }
 
 fn dur(v: Option<Dur>, default: &str) -> Duration {

@@ -4,3 +4,8 @@
 mod crash;
 mod helpers;
 mod ingest;
+mod cli;
+mod ingress;
+mod schemes;
+mod store_full;
+mod tasks;
