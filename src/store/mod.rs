@@ -165,6 +165,10 @@ pub struct Store {
     commit: flush::GroupCommit,
     quarantine_seq: AtomicU64,
     ulids: Mutex<ulid::Generator>,
+    /// Held from taking an inbox seq until the entry is committed, so inbox
+    /// entries become visible in seq order: the processor reads the inbox
+    /// with a cursor and would never see an entry committed behind it.
+    inbox_order: Mutex<()>,
 }
 
 impl Store {
@@ -196,6 +200,7 @@ impl Store {
             commit: flush::GroupCommit::start(db.clone(), data_file),
             quarantine_seq: AtomicU64::new(next_q),
             ulids: Mutex::new(ulid::Generator::new()),
+            inbox_order: Mutex::new(()),
             db,
         })
     }
@@ -244,6 +249,7 @@ impl Store {
             request_id: req.request_id,
             seen_at: now,
         })?;
+        let order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.db.generate_id()?.to_be_bytes();
         let original: Option<Uuid> = (&self.dedupe, &self.requests, &self.tasks, &self.inbox)
             .transaction(|(d, r, t, i)| {
@@ -259,6 +265,7 @@ impl Store {
                 i.insert(&seq, &id)?;
                 Ok(None)
             })?;
+        drop(order);
         // Also for a duplicate: its original may still be waiting for its flush.
         let ticket = self.commit.ticket();
         Ok(match original {
@@ -516,6 +523,7 @@ impl Store {
     /// Put an errored request back to work (after the operator fixed the config).
     pub fn reprocess(&self, request_id: Uuid, now: i64) -> Result<Reprocess, StoreError> {
         let id = *request_id.as_bytes();
+        let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.db.generate_id()?.to_be_bytes();
         let res = (&self.requests, &self.tasks, &self.inbox).transaction(
             |(requests, tasks, inbox)| {

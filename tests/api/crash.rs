@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-struct Proc {
-    child: Child,
-    port: u16,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
          [storage]\npath = \"{}\"\ndurability = \"sync\"\n{BASE}",
@@ -29,7 +29,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Start the binary and read the bound port from its JSON start-up log line.
-fn start(config: &Path) -> Proc {
+pub(crate) fn start(config: &Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ipn-relay"))
         .args(["serve", "--config"])
         .arg(config)
@@ -58,7 +58,7 @@ fn start(config: &Path) -> Proc {
     Proc { child, port }
 }
 
-fn sign(settings: &Settings, body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn sign(settings: &Settings, body: &[u8]) -> Vec<(String, String)> {
     let p = settings.provider("acme").unwrap();
     let map = actix_web::http::header::HeaderMap::new();
     ipn_relay::auth::sign(&p.auth, &map, body, chrono::Utc::now().timestamp())

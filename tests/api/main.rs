@@ -1,11 +1,17 @@
 //! Black-box tests: the real app on port 0 with a temp sled directory,
 //! talked to over HTTP. One test binary keeps link times down.
 
+mod browser;
+mod cli;
 mod crash;
+mod exactly_once;
 mod helpers;
 mod ingest;
-mod cli;
 mod ingress;
+mod ordering;
+mod payments;
+mod presets;
+mod returns;
 mod schemes;
 mod store_full;
 mod tasks;
