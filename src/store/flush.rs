@@ -38,7 +38,7 @@ struct Shared {
     done: watch::Sender<Flushed>,
 }
 
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -48,7 +48,7 @@ pub(crate) struct GroupCommit {
 pub struct FlushFailed;
 
 impl GroupCommit {
-    pub(crate) fn start(db: sled::Db, data_file: File) -> GroupCommit {
+    pub fn start(db: sled::Db, data_file: File) -> GroupCommit {
         let (done, _) = watch::channel(Flushed::default());
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
@@ -68,7 +68,7 @@ impl GroupCommit {
     }
 
     /// Call after a write has completed; the ticket is what [`Self::wait`] waits for.
-    pub(crate) fn ticket(&self) -> u64 {
+    pub fn ticket(&self) -> u64 {
         let t = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
         let mut w = self.shared.wake.lock().unwrap_or_else(|e| e.into_inner());
         w.requested = true;
@@ -78,7 +78,7 @@ impl GroupCommit {
     }
 
     /// Resolves once a flush + fdatasync covering `ticket` finished.
-    pub(crate) async fn wait(&self, ticket: u64) -> Result<(), FlushFailed> {
+    pub async fn wait(&self, ticket: u64) -> Result<(), FlushFailed> {
         let mut rx = self.shared.done.subscribe();
         let f = *rx
             .wait_for(|f| f.ok_upto >= ticket || f.failed_upto >= ticket)
@@ -92,7 +92,7 @@ impl GroupCommit {
     }
 
     /// Final flush, then stop the thread. Idempotent.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         {
             let mut w = self.shared.wake.lock().unwrap_or_else(|e| e.into_inner());
             w.stop = true;

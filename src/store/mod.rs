@@ -16,7 +16,7 @@
 //! Big-endian keys make scans come out in arrival / time order. Every change
 //! that spans trees is one sled transaction.
 
-mod flush;
+pub mod flush;
 pub mod records;
 
 use std::fs::File;
