@@ -450,6 +450,9 @@ async fn concurrent_ipns_for_one_payment_keep_sequences_gapless_and_ranks_rising
     assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
 }
 
+/// Many accepts at once commit their inbox entries in racing order; a task
+/// left "processing" here means the processor lost an acknowledged IPN
+/// (it used to: an inbox cursor skipped entries committed behind it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_ipns_for_different_payments_all_complete() {
     let app = std::sync::Arc::new(spawn_app().await);
