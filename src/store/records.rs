@@ -96,6 +96,18 @@ pub struct PaymentRecord {
     pub metadata: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The last few request items applied to this payment, with their
+    /// result: written in the same insert as the state, this is how a replay
+    /// after a crash knows an item already counted (see `Store::complete`).
+    pub recent: Vec<AppliedItem>,
+}
+
+/// One request item that has been applied to a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedItem {
+    pub seq: u64,
+    pub idx: u16,
+    pub result: TaskEvent,
 }
 
 /// Everything that happened to a payment, applied or not (`history` tree).
