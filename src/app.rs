@@ -16,6 +16,17 @@ use crate::http::{routes, AppState};
 use crate::processor;
 use crate::store::Store;
 
+/// Nice the calling thread (Linux: per-thread priority) so that background
+/// processing yields the CPU to the HTTP workers that acknowledge IPNs.
+fn lower_thread_priority() {
+    // SAFETY: plain syscalls on the current thread; failure only means the
+    // thread keeps its priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 pub struct Application {
     port: u16,
     settings: Arc<Settings>,
@@ -86,26 +97,46 @@ impl Application {
     /// and flush the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let token = CancellationToken::new();
-        let proc = tokio::spawn(processor::run(
-            self.store.clone(),
-            self.settings.clone(),
-            self.wake.clone(),
-            token.clone(),
-        ));
-        let janitor = tokio::spawn(processor::janitor(
-            self.store.clone(),
-            self.settings.clone(),
-            token.clone(),
-        ));
-        let alive = self.workers_alive.clone();
-        let watch_token = token.clone();
-        let proc = tokio::spawn(async move {
-            let r = proc.await;
-            if !watch_token.is_cancelled() {
-                tracing::error!(?r, "processor stopped unexpectedly");
-                alive.store(false, Ordering::SeqCst);
-            }
-        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let background = {
+            let (store, settings, wake, token) = (
+                self.store.clone(),
+                self.settings.clone(),
+                self.wake.clone(),
+                token.clone(),
+            );
+            let alive = self.workers_alive.clone();
+            // Processing runs on its own runtime whose threads are niced: when
+            // CPU is short, acknowledging IPNs wins and the durable inbox
+            // absorbs the burst (processing is replayable; acks are not).
+            std::thread::Builder::new()
+                .name("ipn-relay-background".into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("ipn-relay-processor")
+                        .on_thread_start(lower_thread_priority)
+                        .enable_all()
+                        .build();
+                    match rt {
+                        Ok(rt) => rt.block_on(async {
+                            let janitor = tokio::spawn(processor::janitor(
+                                store.clone(),
+                                settings.clone(),
+                                token.clone(),
+                            ));
+                            processor::run(store, settings, wake, token.clone()).await;
+                            let _ = janitor.await;
+                        }),
+                        Err(e) => tracing::error!(error = %e, "cannot start the processor runtime"),
+                    }
+                    if !token.is_cancelled() {
+                        tracing::error!("processor stopped unexpectedly");
+                        alive.store(false, Ordering::SeqCst);
+                    }
+                    let _ = done_tx.send(());
+                })?
+        };
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
         tokio::select! {
@@ -121,11 +152,8 @@ impl Application {
             }
         }
         let grace = self.settings.server.shutdown_timeout;
-        let _ = tokio::time::timeout(grace, async {
-            let _ = proc.await;
-            let _ = janitor.await;
-        })
-        .await;
+        let _ = tokio::time::timeout(grace, done_rx).await;
+        drop(background);
         self.store.close();
         tracing::info!("store flushed; bye");
         Ok(())

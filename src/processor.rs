@@ -26,8 +26,10 @@ use crate::config::{ProviderSettings, Settings};
 use crate::domain::rule::reorder_key;
 use crate::domain::Candidate;
 use crate::mapping::parse_body;
-use crate::store::{Completion, PaymentRecord, RawRequest, Store, StoreError, TaskError};
+use crate::store::{Completion, PaymentRecord, RawRequest, Store, StoreError, TaskError, WorkItem};
 
+/// Payments are spread over this many workers; each applies its requests
+/// one transaction at a time, in arrival order.
 const SHARDS: usize = 4;
 
 /// Unix milliseconds now. Only loops call this; steps take `now` as input.
@@ -111,31 +113,45 @@ pub fn process_one(
     settings: &Settings,
     seq: u64,
     request_id: Uuid,
-    prepared: Option<Result<Vec<Candidate>, TaskError>>,
     now: i64,
 ) -> Result<Completion, StoreError> {
     let Some(req) = store.request(request_id)? else {
-        // Purged or never stored: nothing to do but drop the inbox entry.
+        // Purged or never fully stored: nothing to do but drop the inbox entry.
         store.fail(
             seq,
-            request_id,
+            None,
             task_error("internal", "raw request missing"),
             now,
         )?;
         return Ok(Completion::AlreadyDone);
     };
-    let prepared = prepared.unwrap_or_else(|| prepare(settings, &req));
+    let prepared = prepare(settings, &req);
+    apply_prepared(store, settings, seq, &req, prepared, now)
+}
+
+fn apply_prepared(
+    store: &Store,
+    settings: &Settings,
+    seq: u64,
+    req: &RawRequest,
+    prepared: Result<Vec<Candidate>, TaskError>,
+    now: i64,
+) -> Result<Completion, StoreError> {
     match prepared {
         Err(e) => {
-            store.fail(seq, request_id, e.clone(), now)?;
+            store.fail(seq, Some(req), e.clone(), now)?;
             Ok(Completion::Failed(e))
         }
         Ok(candidates) => {
             let provider = settings.provider(&req.provider);
-            store.complete(
+            let item = WorkItem {
                 seq,
-                request_id,
-                &candidates,
+                request_id: req.request_id,
+                request: req,
+                candidates: &candidates,
+            };
+            store.complete(
+                &item,
                 &|existing, c| resolve_merchant(settings, provider, existing, c),
                 now,
             )
@@ -147,15 +163,14 @@ pub fn process_one(
 pub fn process_pending(store: &Store, settings: &Settings, now: i64) -> Result<usize, StoreError> {
     let work = store.inbox(None)?;
     for (seq, id) in &work {
-        process_one(store, settings, *seq, *id, None, now)?;
+        process_one(store, settings, *seq, *id, now)?;
     }
     Ok(work.len())
 }
 
 struct Job {
     seq: u64,
-    request_id: Uuid,
-    received_at: i64,
+    request: RawRequest,
     reorder_window: Duration,
     prepared: Result<Vec<Candidate>, TaskError>,
 }
@@ -189,6 +204,8 @@ pub async fn run(
             shutdown.clone(),
         )));
     }
+    // A cursor is enough: the store commits inbox entries in seq order
+    // (`inbox_order`), so none can appear behind it.
     let mut last: Option<u64> = None;
     loop {
         let work = match store.inbox(last) {
@@ -201,23 +218,27 @@ pub async fn run(
         for (seq, request_id) in work {
             last = Some(seq);
             let job = match store.request(request_id) {
-                Ok(Some(req)) => Job {
+                Ok(Some(request)) => Job {
                     seq,
-                    request_id,
-                    received_at: req.received_at,
                     reorder_window: settings
-                        .provider(&req.provider)
+                        .provider(&request.provider)
                         .map(|p| p.reorder_window)
                         .unwrap_or_default(),
-                    prepared: prepare(&settings, &req),
+                    prepared: prepare(&settings, &request),
+                    request,
                 },
-                Ok(None) => Job {
-                    seq,
-                    request_id,
-                    received_at: 0,
-                    reorder_window: Duration::ZERO,
-                    prepared: Err(task_error("internal", "raw request missing")),
-                },
+                Ok(None) => {
+                    // Never fully stored (a crash before its ack): drop the entry.
+                    if let Err(e) = store.fail(
+                        seq,
+                        None,
+                        task_error("internal", "raw request missing"),
+                        now_ms(),
+                    ) {
+                        tracing::error!(error = %e, "cannot drop an orphan inbox entry");
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, %request_id, "cannot read a stored request; will retry");
                     last = seq.checked_sub(1);
@@ -240,6 +261,9 @@ pub async fn run(
     }
 }
 
+/// Most jobs a shard takes off its queue at once.
+const BATCH: usize = 64;
+
 async fn shard(
     store: Arc<Store>,
     settings: Arc<Settings>,
@@ -258,13 +282,15 @@ async fn shard(
             _ = shutdown.cancelled() => return,
             job = rx.recv() => {
                 let Some(job) = job else { return };
-                match job.payment().map(str::to_owned) {
-                    Some(p) if !job.reorder_window.is_zero() || held.contains_key(&p) => {
-                        let deadline = job.received_at + job.reorder_window.as_millis() as i64;
-                        held.entry(p).or_insert_with(|| (deadline, Vec::new())).1.push(job);
+                let mut ready = Vec::new();
+                route(job, &mut held, &mut ready);
+                while ready.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => route(job, &mut held, &mut ready),
+                        Err(_) => break,
                     }
-                    _ => apply(&store, &settings, job, &shutdown).await,
                 }
+                apply(&store, &settings, ready, &shutdown).await;
             }
             _ = tokio::time::sleep(sleep) => {
                 let now = now_ms();
@@ -272,50 +298,67 @@ async fn shard(
                 for p in due {
                     let Some((_, mut jobs)) = held.remove(&p) else { continue };
                     jobs.sort_by_key(|j| j.prepared.as_ref().ok().and_then(|c| c.first()).map(reorder_key));
-                    for job in jobs {
-                        apply(&store, &settings, job, &shutdown).await;
-                    }
+                    apply(&store, &settings, jobs, &shutdown).await;
                 }
             }
         }
     }
 }
 
-/// Apply one job, retrying store errors with backoff (the job stays in the
-/// inbox either way, so a restart would pick it up too).
-async fn apply(store: &Store, settings: &Settings, job: Job, shutdown: &CancellationToken) {
-    let mut backoff = Duration::from_millis(50);
-    let mut prepared = Some(job.prepared);
-    loop {
-        match process_one(
-            store,
-            settings,
-            job.seq,
-            job.request_id,
-            prepared.take(),
-            now_ms(),
-        ) {
-            Ok(c) => {
-                match &c {
-                    Completion::Failed(e) => {
-                        tracing::warn!(request_id = %job.request_id, code = %e.code, message = %e.message, "IPN task ended in error")
-                    }
-                    Completion::Completed(evs) => {
-                        tracing::debug!(request_id = %job.request_id, events = evs.len(), "IPN applied")
-                    }
-                    Completion::AlreadyDone => {}
+/// Hold a job for its payment's reorder window, or queue it to apply now.
+fn route(job: Job, held: &mut HashMap<String, (i64, Vec<Job>)>, ready: &mut Vec<Job>) {
+    match job.payment().map(str::to_owned) {
+        Some(p) if !job.reorder_window.is_zero() || held.contains_key(&p) => {
+            let deadline = job.request.received_at + job.reorder_window.as_millis() as i64;
+            held.entry(p)
+                .or_insert_with(|| (deadline, Vec::new()))
+                .1
+                .push(job);
+        }
+        _ => ready.push(job),
+    }
+}
+
+/// Apply jobs one by one, in order. Store errors are retried with backoff
+/// (a job stays in the inbox until done, so a restart would pick it up too).
+async fn apply(store: &Store, settings: &Settings, jobs: Vec<Job>, shutdown: &CancellationToken) {
+    for job in jobs {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match apply_prepared(
+                store,
+                settings,
+                job.seq,
+                &job.request,
+                job.prepared.clone(),
+                now_ms(),
+            ) {
+                Ok(c) => {
+                    log_completion(job.request.request_id, &c);
+                    break;
                 }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, request_id = %job.request_id, "applying an IPN failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, request_id = %job.request.request_id, "applying an IPN failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+fn log_completion(request_id: Uuid, c: &Completion) {
+    match c {
+        Completion::Failed(e) => {
+            tracing::warn!(%request_id, code = %e.code, message = %e.message, "IPN task ended in error")
+        }
+        Completion::Completed(evs) => {
+            tracing::debug!(%request_id, events = evs.len(), "IPN applied")
+        }
+        Completion::AlreadyDone => {}
     }
 }
 
