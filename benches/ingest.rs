@@ -13,6 +13,9 @@
 //! Environment: `BENCH_SECONDS` (default 5), `BENCH_CONNECTIONS` (default 64),
 //! `BENCH_ONLY=app` to load only ipn-relay (for profiling).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +46,8 @@ listen = "127.0.0.1:0"
 workers = 2
 [log]
 level = "error"
+[admin]
+tokens = ["bench-admin"]
 [storage]
 path = "{}"
 durability = "sync"
@@ -213,6 +218,28 @@ async fn minimal(dir: &std::path::Path) -> (actix_web::dev::ServerHandle, u16, A
     (h, port, m)
 }
 
+/// Wait until no task is processing; returns how long that took.
+async fn drain(port: u16) -> Duration {
+    let start = Instant::now();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/admin/requests?state=processing&limit=1");
+    loop {
+        let v: serde_json::Value = client
+            .get(&url)
+            .bearer_auth("bench-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"].as_array().is_some_and(|a| a.is_empty()) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn report(name: &str, s: &Stats) {
     println!(
         "{name:<16} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ok {:>7}   failed {}",
@@ -243,7 +270,9 @@ fn main() {
             let app = Application::build(config(dir.path())).unwrap();
             let port = app.port();
             tokio::spawn(app.run_until(std::future::pending()));
-            report("ipn-relay", &load(port, conns, secs, "app").await);
+            let s = load(port, conns, secs, "app").await;
+            report("ipn-relay", &s);
+            println!("drained in {:.2}s", drain(port).await.as_secs_f64());
             return;
         }
         let (h, port) = bare().await;
@@ -266,10 +295,17 @@ fn main() {
             let _ = rx.await;
         }));
         load(port, conns, 1, "warm2").await;
+        drain(port).await;
         let app_s = load(port, conns, secs, "app").await;
+        let drained = drain(port).await;
         let _ = tx.send(());
         let _ = running.await;
         report("ipn-relay", &app_s);
+        let processed = app_s.ok as f64 / (app_s.elapsed + drained).as_secs_f64();
+        println!(
+            "ipn-relay processing: backlog drained {:.2}s after the load stopped; end-to-end {processed:.0} IPNs/s applied",
+            drained.as_secs_f64()
+        );
 
         println!();
         println!("ratio ipn-relay / bare             throughput {:.2}x", app_s.rps() / bare_s.rps());
