@@ -126,7 +126,7 @@ pub fn process_one(
         return Ok(Completion::AlreadyDone);
     };
     let prepared = prepare(settings, &req);
-    apply_prepared(store, settings, seq, &req, prepared, now)
+    apply_prepared(store, settings, seq, &req, prepared, false, now)
 }
 
 fn apply_prepared(
@@ -135,6 +135,7 @@ fn apply_prepared(
     seq: u64,
     req: &RawRequest,
     prepared: Result<Vec<Candidate>, TaskError>,
+    fresh: bool,
     now: i64,
 ) -> Result<Completion, StoreError> {
     match prepared {
@@ -149,6 +150,7 @@ fn apply_prepared(
                 request_id: req.request_id,
                 request: req,
                 candidates: &candidates,
+                fresh,
             };
             store.complete(
                 &item,
@@ -170,7 +172,9 @@ pub fn process_pending(store: &Store, settings: &Settings, now: i64) -> Result<u
 
 struct Job {
     seq: u64,
-    request: RawRequest,
+    request: Arc<RawRequest>,
+    /// Handed over in memory by this process's ingest (see `Store::take_fresh`).
+    fresh: bool,
     reorder_window: Duration,
     prepared: Result<Vec<Candidate>, TaskError>,
 }
@@ -217,9 +221,14 @@ pub async fn run(
         };
         for (seq, request_id) in work {
             last = Some(seq);
-            let job = match store.request(request_id) {
+            let (request, fresh) = match store.take_fresh(seq) {
+                Some(r) => (Ok(Some(r)), true),
+                None => (store.request(request_id).map(|r| r.map(Arc::new)), false),
+            };
+            let job = match request {
                 Ok(Some(request)) => Job {
                     seq,
+                    fresh,
                     reorder_window: settings
                         .provider(&request.provider)
                         .map(|p| p.reorder_window)
@@ -324,13 +333,16 @@ fn route(job: Job, held: &mut HashMap<String, (i64, Vec<Job>)>, ready: &mut Vec<
 async fn apply(store: &Store, settings: &Settings, jobs: Vec<Job>, shutdown: &CancellationToken) {
     for job in jobs {
         let mut backoff = Duration::from_millis(50);
+        let mut fresh = job.fresh;
         loop {
+            let prepared = job.prepared.clone();
             match apply_prepared(
                 store,
                 settings,
                 job.seq,
                 &job.request,
-                job.prepared.clone(),
+                prepared,
+                fresh,
                 now_ms(),
             ) {
                 Ok(c) => {
@@ -344,6 +356,8 @@ async fn apply(store: &Store, settings: &Settings, jobs: Vec<Job>, shutdown: &Ca
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // The failed attempt may have written part of the job.
+                    fresh = false;
                 }
             }
         }

@@ -113,9 +113,10 @@ pub async fn ingest(
         event_key,
     };
     let window = state.settings.retention.dedupe_window.as_millis() as i64;
+    let new_id = raw.request_id;
     let accepted = state
         .store
-        .accept_ipn(&raw, window, now.timestamp_millis())?;
+        .accept_ipn(raw, window, now.timestamp_millis())?;
     let ticket = match &accepted {
         Accepted::New { ticket } | Accepted::Duplicate { ticket, .. } => *ticket,
     };
@@ -125,8 +126,8 @@ pub async fn ingest(
     Ok(match accepted {
         Accepted::New { .. } => {
             state.wake.notify_one();
-            tracing::debug!(provider = %provider.id, request_id = %raw.request_id, "IPN accepted");
-            ack(&state, provider, raw.request_id, "processing", None)
+            tracing::debug!(provider = %provider.id, request_id = %new_id, "IPN accepted");
+            ack(&state, provider, new_id, "processing", None)
         }
         Accepted::Duplicate {
             request_id,

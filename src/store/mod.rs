@@ -10,7 +10,6 @@
 //! | `dedupe` | provider ‖ 0 ‖ event key | [`DedupeRecord`] |
 //! | `quarantine` | seq (u64 BE) | [`QuarantineRecord`] (last 1000) |
 //! | `payments` | payment_id | [`PaymentRecord`] |
-//! | `history` | payment_id ‖ 0 ‖ inbox seq (u64 BE) ‖ item (u16 BE) | [`HistoryEntry`] |
 //! | `events` | merchant_id ‖ 0 ‖ ulid (u128 BE) | [`EventRecord`] |
 //!
 //! Big-endian keys make scans come out in arrival / time order.
@@ -25,10 +24,11 @@
 pub mod flush;
 pub mod records;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,9 +42,12 @@ pub use records::*;
 
 const FORMAT: u8 = 1;
 const QUARANTINE_KEEP: u64 = 1000;
-/// Applied items a payment remembers for replay; a replay only ever covers
-/// the request in flight, so this only needs to exceed one request's items.
-const RECENT_KEEP: usize = 64;
+/// Most requests waiting in the in-memory handoff to the processor.
+const HANDOFF_KEEP: usize = 4096;
+/// History entries a payment keeps (oldest dropped first). A replay only
+/// looks for the request in flight, so this only needs to exceed one
+/// request's items.
+const HISTORY_KEEP: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,13 +88,6 @@ fn processing_task(r: &RawRequest) -> TaskRecord {
     }
 }
 
-/// Stripe-lock key for a payment (a namespace apart from dedupe keys).
-fn payment_lock_key(payment_id: &str) -> Vec<u8> {
-    let mut k = b"payment\0".to_vec();
-    k.extend_from_slice(payment_id.as_bytes());
-    k
-}
-
 fn joined(a: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + 1 + rest.len());
     k.extend_from_slice(a.as_bytes());
@@ -125,6 +121,10 @@ pub struct WorkItem<'a> {
     pub request_id: Uuid,
     pub request: &'a RawRequest,
     pub candidates: &'a [Candidate],
+    /// First attempt at a request this process accepted (see
+    /// [`Store::take_fresh`]): nothing of it can be in the store yet, so the
+    /// replay checks are skipped.
+    pub fresh: bool,
 }
 
 /// Result of [`Store::complete`].
@@ -160,7 +160,6 @@ pub struct Purged {
     pub requests: usize,
     pub quarantine: usize,
     pub events: usize,
-    pub history: usize,
 }
 
 /// Retention limits in milliseconds, for [`Store::purge_expired`].
@@ -178,14 +177,21 @@ pub struct Store {
     dedupe: Tree,
     quarantine: Tree,
     payments: Tree,
-    history: Tree,
     events: Tree,
     meta: Tree,
     commit: flush::GroupCommit,
     quarantine_seq: AtomicU64,
     ulids: Mutex<ulid::Generator>,
-    /// Serialises check-then-insert on one dedupe key (see `accept_ipn`).
-    stripes: Vec<Mutex<()>>,
+    /// Serialise check-then-insert on one dedupe key (`accept_ipn`), and
+    /// read-modify-write of one payment (`complete`, `register_payment`).
+    /// Two sets, so that the niced processor can never hold a lock an
+    /// acknowledging request waits for.
+    ingest_locks: Vec<Mutex<()>>,
+    payment_locks: Vec<Mutex<()>>,
+    /// Requests accepted by this process and not yet picked up, by inbox
+    /// seq: the processor takes them from here instead of reading them back.
+    /// Only a shortcut (bounded; the inbox stays the truth).
+    handoff: Mutex<HashMap<u64, Arc<RawRequest>>>,
     /// Held from taking an inbox seq until the entry is committed, so inbox
     /// entries become visible in seq order: the processor reads the inbox
     /// with a cursor and would never see an entry committed behind it.
@@ -214,14 +220,15 @@ impl Store {
             inbox: db.open_tree("inbox")?,
             dedupe: db.open_tree("dedupe")?,
             payments: db.open_tree("payments")?,
-            history: db.open_tree("history")?,
             events: db.open_tree("events")?,
             meta: db.open_tree("meta")?,
             quarantine,
             commit: flush::GroupCommit::start(db.clone(), data_file),
             quarantine_seq: AtomicU64::new(next_q),
             ulids: Mutex::new(ulid::Generator::new()),
-            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            ingest_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            payment_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            handoff: Mutex::new(HashMap::new()),
             inbox_order: Mutex::new(()),
             db,
         })
@@ -260,12 +267,12 @@ impl Store {
     /// yield one request: the second waits and then sees the first's request.
     pub fn accept_ipn(
         &self,
-        req: &RawRequest,
+        req: RawRequest,
         dedupe_window_ms: i64,
         now: i64,
     ) -> Result<Accepted, StoreError> {
         let dkey = joined(&req.provider, req.event_key.as_bytes());
-        let _guard = self.stripe(&dkey);
+        let _guard = Self::stripe(&self.ingest_locks, &dkey);
         // One sled op for the common case (a new key): insert, and look at
         // what it replaced. A live duplicate puts its original back.
         let mine = enc(&DedupeRecord {
@@ -288,23 +295,41 @@ impl Store {
             }
         }
         let id = *req.request_id.as_bytes();
-        self.requests.insert(id, enc(req)?)?;
-        {
+        self.requests.insert(id, enc(&req)?)?;
+        let seq = {
             let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = self.db.generate_id()?.to_be_bytes();
-            self.inbox.insert(seq, &id)?;
+            let seq = self.db.generate_id()?;
+            self.inbox.insert(seq.to_be_bytes(), &id)?;
+            seq
+        };
+        let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        if handoff.len() < HANDOFF_KEEP {
+            handoff.insert(seq, Arc::new(req));
         }
         Ok(Accepted::New {
             ticket: self.commit.ticket(),
         })
     }
 
-    fn stripe(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+    /// The request behind a new inbox entry, if this process accepted it and
+    /// still holds it in memory (once: the caller owns the first attempt).
+    pub fn take_fresh(&self, seq: u64) -> Option<Arc<RawRequest>> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq)
+    }
+
+    fn stripe<'a>(locks: &'a [Mutex<()>], key: &[u8]) -> std::sync::MutexGuard<'a, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        let lock = &self.stripes[(h.finish() as usize) % self.stripes.len()];
+        let lock = &locks[(h.finish() as usize) % locks.len()];
         lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn payment_lock(&self, payment_id: &str) -> std::sync::MutexGuard<'_, ()> {
+        Self::stripe(&self.payment_locks, payment_id.as_bytes())
     }
 
     /// Keep a request that failed authentication (bounded: the last 1000).
@@ -389,22 +414,21 @@ impl Store {
             .collect()
     }
 
-    /// Apply a request's candidate events: payment state, history, events,
-    /// then the task result, then drop the inbox entry.
+    /// Apply a request's candidate events: events, payment state with its
+    /// history, then the task result, then drop the inbox entry.
     ///
-    /// No sled transaction (see `accept_ipn` for their cost); instead every
-    /// write is replay-safe, so a crash anywhere means that the restart
-    /// re-runs this request and it counts exactly once:
-    /// - per candidate, under its payment's lock: the history entry (key
-    ///   payment ‖ seq ‖ item, and carrying the event id), the event, then
-    ///   the payment record — one insert holding the new state *and* this
-    ///   item in `recent`, which is the item's commit point. A replay finds
-    ///   the item in `recent` and reuses its result, or finds only the
-    ///   history entry and re-applies with the same event id;
+    /// No sled transaction (see the module docs); instead every write is
+    /// replay-safe, so a crash anywhere means the restart re-runs this
+    /// request and it counts exactly once:
+    /// - per candidate, under its payment's lock: the event (if applied),
+    ///   then the payment record — one insert holding the new state *and*
+    ///   the item's history entry, which is the item's commit point. A replay
+    ///   finds the entry and reuses its result, or finds only the event and
+    ///   re-applies under the same event id;
     /// - the task result, then the inbox removal (the request's commit point).
     ///
-    /// Merchants are resolved first: a refused event ends the task in that
-    /// error before anything of it is written.
+    /// Merchants are resolved before anything of the request is written, so
+    /// a refused event ends the task in that error with nothing behind.
     pub fn complete(
         &self,
         item: &WorkItem<'_>,
@@ -413,27 +437,44 @@ impl Store {
     ) -> Result<Completion, StoreError> {
         let id = *item.request_id.as_bytes();
         let seq_key = item.seq.to_be_bytes();
-        let mut task = match self.tasks.get(id)? {
-            Some(b) => dec::<TaskRecord>(&b)?,
-            None => processing_task(item.request),
+        let stored = match item.fresh {
+            true => None,
+            false => self
+                .tasks
+                .get(id)?
+                .map(|b| dec::<TaskRecord>(&b))
+                .transpose()?,
         };
+        let mut task = stored.unwrap_or_else(|| processing_task(item.request));
         if task.state != TaskState::Processing {
             self.inbox.remove(seq_key)?;
             return Ok(Completion::AlreadyDone);
         }
+        // With several events, resolve every merchant before writing any, so
+        // a refusal leaves nothing behind. One event resolves as it applies.
         let mut merchants = Vec::with_capacity(item.candidates.len());
-        for c in item.candidates {
-            match resolve(self.payment(&c.payment_id)?.as_ref(), c) {
-                Ok(m) => merchants.push(m),
+        if item.candidates.len() > 1 {
+            for c in item.candidates {
+                match resolve(self.payment(&c.payment_id)?.as_ref(), c) {
+                    Ok(m) => merchants.push(Some(m)),
+                    Err(e) => {
+                        self.fail(item.seq, Some(item.request), e.clone(), now)?;
+                        return Ok(Completion::Failed(e));
+                    }
+                }
+            }
+        } else {
+            merchants.push(None);
+        }
+        let mut out = Vec::with_capacity(item.candidates.len());
+        for (idx, (c, merchant_id)) in item.candidates.iter().zip(merchants).enumerate() {
+            match self.apply_one(item, idx as u16, c, merchant_id, resolve, now)? {
+                Ok(ev) => out.push(ev),
                 Err(e) => {
                     self.fail(item.seq, Some(item.request), e.clone(), now)?;
                     return Ok(Completion::Failed(e));
                 }
             }
-        }
-        let mut out = Vec::with_capacity(item.candidates.len());
-        for (idx, (c, merchant_id)) in item.candidates.iter().zip(merchants).enumerate() {
-            out.push(self.apply_one(item, idx as u16, c, merchant_id, now)?);
         }
         task.state = TaskState::Completed;
         task.finished_at = Some(now);
@@ -444,30 +485,38 @@ impl Store {
     }
 
     /// One candidate of [`Self::complete`], idempotent under replay.
+    /// `merchant_id` is None when the caller left resolution to this call
+    /// (then a refusal is `Ok(Err(..))` with nothing written).
     fn apply_one(
         &self,
         item: &WorkItem<'_>,
         idx: u16,
         c: &Candidate,
-        merchant_id: String,
+        merchant_id: Option<String>,
+        resolve: &MerchantResolver,
         now: i64,
-    ) -> Result<TaskEvent, StoreError> {
-        let _lock = self.stripe(&payment_lock_key(&c.payment_id));
+    ) -> Result<Result<TaskEvent, TaskError>, StoreError> {
+        let _lock = self.payment_lock(&c.payment_id);
         let provider = &item.request.provider;
         let existing = self.payment(&c.payment_id)?;
         if let Some(done) = existing
             .as_ref()
-            .and_then(|r| r.recent.iter().find(|a| a.seq == item.seq && a.idx == idx))
+            .and_then(|r| r.history.iter().find(|h| h.seq == item.seq && h.idx == idx))
         {
-            return Ok(done.result.clone());
+            return Ok(Ok(TaskEvent {
+                payment_id: c.payment_id.clone(),
+                status: done.status,
+                outcome: done.outcome,
+                sequence: done.sequence,
+                event_id: done.event_id.clone(),
+            }));
         }
-        let mut hkey = item.seq.to_be_bytes().to_vec();
-        hkey.extend_from_slice(&idx.to_be_bytes());
-        let hkey = joined(&c.payment_id, &hkey);
-        // A crash after the history entry but before the payment: same event id again.
-        let earlier_event_id = match self.history.get(&hkey)? {
-            Some(b) => dec::<HistoryEntry>(&b)?.event_id,
-            None => None,
+        let merchant_id = match merchant_id {
+            Some(m) => m,
+            None => match resolve(existing.as_ref(), c) {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            },
         };
         let mut rec = existing.unwrap_or_else(|| PaymentRecord {
             payment_id: c.payment_id.clone(),
@@ -479,51 +528,63 @@ impl Store {
             metadata: None,
             created_at: now,
             updated_at: now,
-            recent: Vec::new(),
+            history: Vec::new(),
         });
         let decision = decide(rec.state.as_ref(), c);
-        let event = decision.next.as_ref().map(|next| {
-            let ulid = earlier_event_id
-                .as_deref()
-                .and_then(|e| Ulid::from_string(e.trim_start_matches("evt_")).ok())
-                .unwrap_or_else(|| self.next_ulid());
-            let ev = EventRecord {
-                event_id: format!("evt_{ulid}"),
-                payment_id: c.payment_id.clone(),
-                merchant_id: rec.merchant_id.clone(),
-                provider: provider.clone(),
-                status: next.status,
-                previous_status: decision.previous_status,
-                sequence: next.sequence,
-                authorization_id: next.authorization_id.clone(),
-                charge_id: next.charge_id.clone(),
-                amount: next.amount,
-                currency: next.currency.clone(),
-                occurred_at: c.occurred_at,
-                created_at: now,
-                provider_event_id: c.provider_event_id.clone(),
-                request_id: item.request_id,
-            };
-            (ulid, ev)
-        });
-        let result = TaskEvent {
-            payment_id: c.payment_id.clone(),
-            status: c.status,
-            outcome: decision.outcome,
-            sequence: decision.next.as_ref().map(|n| n.sequence),
-            event_id: event.as_ref().map(|(_, e)| e.event_id.clone()),
+        let event = match &decision.next {
+            None => None,
+            Some(next) => {
+                // A crash between this event and the payment write below left
+                // the event behind: a replay reuses its id. A fresh item
+                // cannot have one.
+                let orphan = match item.fresh {
+                    true => None,
+                    false => {
+                        self.find_event(&rec.merchant_id, item, &c.payment_id, next.sequence)?
+                    }
+                };
+                let ulid = orphan.unwrap_or_else(|| self.next_ulid());
+                Some((
+                    ulid,
+                    EventRecord {
+                        event_id: format!("evt_{ulid}"),
+                        payment_id: c.payment_id.clone(),
+                        merchant_id: rec.merchant_id.clone(),
+                        provider: provider.clone(),
+                        status: next.status,
+                        previous_status: decision.previous_status,
+                        sequence: next.sequence,
+                        authorization_id: next.authorization_id.clone(),
+                        charge_id: next.charge_id.clone(),
+                        amount: next.amount,
+                        currency: next.currency.clone(),
+                        occurred_at: c.occurred_at,
+                        created_at: now,
+                        provider_event_id: c.provider_event_id.clone(),
+                        request_id: item.request_id,
+                    },
+                ))
+            }
         };
         let entry = HistoryEntry {
-            sequence: result.sequence,
+            seq: item.seq,
+            idx,
+            sequence: decision.next.as_ref().map(|n| n.sequence),
             status: c.status,
             outcome: decision.outcome,
             occurred_at: c.occurred_at,
             received_at: item.request.received_at,
             request_id: item.request_id,
-            event_id: result.event_id.clone(),
+            event_id: event.as_ref().map(|(_, e)| e.event_id.clone()),
             provider_event_id: c.provider_event_id.clone(),
         };
-        self.history.insert(hkey, enc(&entry)?)?;
+        let result = TaskEvent {
+            payment_id: c.payment_id.clone(),
+            status: c.status,
+            outcome: decision.outcome,
+            sequence: entry.sequence,
+            event_id: entry.event_id.clone(),
+        };
         if let Some((ulid, ev)) = &event {
             self.events
                 .insert(joined(&rec.merchant_id, &ulid.0.to_be_bytes()), enc(ev)?)?;
@@ -536,16 +597,42 @@ impl Store {
             rec.ipn_site_url = Some(url.clone());
         }
         rec.updated_at = now;
-        rec.recent.push(AppliedItem {
-            seq: item.seq,
-            idx,
-            result: result.clone(),
-        });
-        if rec.recent.len() > RECENT_KEEP {
-            rec.recent.remove(0);
+        rec.history.push(entry);
+        if rec.history.len() > HISTORY_KEEP {
+            rec.history.remove(0);
         }
         self.payments.insert(c.payment_id.as_bytes(), enc(&rec)?)?;
-        Ok(result)
+        Ok(Ok(result))
+    }
+
+    /// The event a crashed attempt at this item may have written: same
+    /// request, payment and sequence, created after the request arrived.
+    fn find_event(
+        &self,
+        merchant_id: &str,
+        item: &WorkItem<'_>,
+        payment_id: &str,
+        sequence: u64,
+    ) -> Result<Option<Ulid>, StoreError> {
+        let prefix = joined(merchant_id, &[]);
+        let since = Ulid::from_parts(item.request.received_at.max(0) as u64, 0);
+        for kv in self
+            .events
+            .range(joined(merchant_id, &since.0.to_be_bytes())..)
+        {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let ev: EventRecord = dec(&v)?;
+            if ev.request_id == item.request_id
+                && ev.payment_id == payment_id
+                && ev.sequence == sequence
+            {
+                return Ok(Ulid::from_string(ev.event_id.trim_start_matches("evt_")).ok());
+            }
+        }
+        Ok(None)
     }
 
     /// End a task in error, then drop its inbox entry. `request` is None when
@@ -581,7 +668,7 @@ impl Store {
     /// a second reprocess call picks up again.
     pub fn reprocess(&self, request_id: Uuid, now: i64) -> Result<Reprocess, StoreError> {
         let id = *request_id.as_bytes();
-        let _lock = self.stripe(&id);
+        let _lock = Self::stripe(&self.ingest_locks, &id);
         let Some(req) = self.request(request_id)? else {
             return Ok(Reprocess::NotFound);
         };
@@ -665,7 +752,7 @@ impl Store {
         now: i64,
     ) -> Result<Registered, StoreError> {
         let key = payment_id.as_bytes();
-        let _lock = self.stripe(&payment_lock_key(payment_id));
+        let _lock = self.payment_lock(payment_id);
         loop {
             let old = self.payments.get(key)?;
             let (rec, created) = match &old {
@@ -680,7 +767,7 @@ impl Store {
                         metadata: metadata.clone(),
                         created_at: now,
                         updated_at: now,
-                        recent: Vec::new(),
+                        history: Vec::new(),
                     },
                     true,
                 ),
@@ -718,10 +805,10 @@ impl Store {
 
     /// Everything recorded for a payment, in arrival order.
     pub fn history(&self, payment_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.history
-            .scan_prefix(joined(payment_id, &[]))
-            .map(|r| dec(&r?.1))
-            .collect()
+        Ok(self
+            .payment(payment_id)?
+            .map(|p| p.history)
+            .unwrap_or_default())
     }
 
     /// Applied events of a merchant, oldest first, strictly after `after`.
@@ -797,14 +884,6 @@ impl Store {
             if now - e.created_at >= r.events {
                 self.events.remove(k)?;
                 p.events += 1;
-            }
-        }
-        for kv in self.history.iter() {
-            let (k, v) = kv?;
-            let h: HistoryEntry = dec(&v)?;
-            if now - h.received_at >= r.events {
-                self.history.remove(k)?;
-                p.history += 1;
             }
         }
         Ok(p)

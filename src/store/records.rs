@@ -96,23 +96,20 @@ pub struct PaymentRecord {
     pub metadata: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-    /// The last few request items applied to this payment, with their
-    /// result: written in the same insert as the state, this is how a replay
-    /// after a crash knows an item already counted (see `Store::complete`).
-    pub recent: Vec<AppliedItem>,
+    /// Everything that happened to this payment, applied or not, in arrival
+    /// order (the newest `HISTORY_KEEP`). Written in the same insert as the
+    /// state, it is also how a replay after a crash knows that an item
+    /// already counted (see `Store::complete`).
+    pub history: Vec<HistoryEntry>,
 }
 
-/// One request item that has been applied to a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedItem {
-    pub seq: u64,
-    pub idx: u16,
-    pub result: TaskEvent,
-}
-
-/// Everything that happened to a payment, applied or not (`history` tree).
+/// One request item as it was applied to a payment (or recorded as
+/// duplicate / stale).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// Inbox seq of the request and the item's index in it.
+    pub seq: u64,
+    pub idx: u16,
     pub sequence: Option<u64>,
     pub status: Status,
     pub outcome: Outcome,
