@@ -19,26 +19,31 @@ fn visible(state: &AppState, t: &TaskRecord, now: i64) -> bool {
     now - t.created_at < keep && !(t.state == TaskState::Error && t.error_read)
 }
 
-fn load(state: &AppState, raw: &str, now: i64) -> Result<Option<TaskRecord>, ApiError> {
-    let Ok(id) = Uuid::parse_str(raw) else {
-        return Ok(None);
+/// The task behind a raw id if the async API still shows it, else the
+/// 404 `unknown` answer.
+fn load(state: &AppState, raw: &str) -> Result<Result<TaskRecord, HttpResponse>, ApiError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let task = match Uuid::parse_str(raw) {
+        Ok(id) => state.store.task(id)?.filter(|t| visible(state, t, now)),
+        Err(_) => None,
     };
-    Ok(state.store.task(id)?.filter(|t| visible(state, t, now)))
+    Ok(task.ok_or_else(|| unknown(raw)))
+}
+
+fn processing(t: &TaskRecord) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "processing", "request_id": t.request_id}))
 }
 
 pub async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = path.into_inner();
-    let now = chrono::Utc::now().timestamp_millis();
-    let Some(t) = load(&state, &raw, now)? else {
-        return Ok(unknown(&raw));
+    let t = match load(&state, &path.into_inner())? {
+        Ok(t) => t,
+        Err(unknown) => return Ok(unknown),
     };
     Ok(match t.state {
-        TaskState::Processing => {
-            HttpResponse::Ok().json(json!({"status": "processing", "request_id": t.request_id}))
-        }
+        TaskState::Processing => processing(&t),
         TaskState::Completed | TaskState::Error => HttpResponse::Ok().json(json!({
             "status": "completed",
             "request_id": t.request_id,
@@ -52,14 +57,12 @@ pub async fn result(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let now = chrono::Utc::now().timestamp_millis();
-    let Some(t) = load(&state, &raw, now)? else {
-        return Ok(unknown(&raw));
+    let t = match load(&state, &raw)? {
+        Ok(t) => t,
+        Err(unknown) => return Ok(unknown),
     };
     Ok(match t.state {
-        TaskState::Processing => {
-            HttpResponse::Ok().json(json!({"status": "processing", "request_id": t.request_id}))
-        }
+        TaskState::Processing => processing(&t),
         TaskState::Completed => HttpResponse::Ok().json(json!({
             "status": "completed",
             "request_id": t.request_id,

@@ -28,15 +28,20 @@ pub(crate) fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Start the binary and read the bound port from its JSON start-up log line.
-pub(crate) fn start(config: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipn-relay"))
-        .args(["serve", "--config"])
+/// `ipn-relay serve --config <config>` with stderr piped for [`spawn_serve`].
+pub(crate) fn serve_command(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipn-relay"));
+    cmd.args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Spawn a prepared `serve` command and read the bound port from its JSON
+/// start-up log line (stderr keeps being drained afterwards).
+pub(crate) fn spawn_serve(mut cmd: Command) -> (Child, u16) {
+    let mut child = cmd.spawn().expect("binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -55,6 +60,12 @@ pub(crate) fn start(config: &Path) -> Proc {
     let port = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("service reports its port");
+    (child, port)
+}
+
+/// Start the binary on `config`.
+pub(crate) fn start(config: &Path) -> Proc {
+    let (child, port) = spawn_serve(serve_command(config));
     Proc { child, port }
 }
 

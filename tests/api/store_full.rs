@@ -6,15 +6,14 @@
 //! every write(2) to it fails with EFBIG, exactly like a full disk fails with
 //! ENOSPC. No root, no mount, no fault injection inside the app.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 use ipn_relay::config::Settings;
 use serde_json::Value;
 
+use crate::crash::{serve_command, spawn_serve};
 use crate::helpers::*;
 
 /// Large enough for sled to open and take some writes, small enough to fill fast.
@@ -30,11 +29,7 @@ impl Drop for Killed {
 }
 
 fn start_limited(config: &Path) -> (Killed, u16) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipn-relay"));
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = serve_command(config);
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -50,25 +45,7 @@ fn start_limited(config: &Path) -> (Killed, u16) {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "ipn-relay listening" {
-                        let _ = tx.send(v["port"].as_u64().unwrap() as u16);
-                        sent = true;
-                    }
-                }
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("service reports its port");
+    let (child, port) = spawn_serve(cmd);
     (Killed(child), port)
 }
 
