@@ -63,6 +63,27 @@ pub(crate) fn spawn_serve(mut cmd: Command) -> (Child, u16) {
     (child, port)
 }
 
+/// POST a signed IPN to provider `acme` of a running binary: the ack's JSON
+/// on a 2xx, None on anything else (a refused connection, a kill mid-answer).
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    base: &str,
+    settings: &Settings,
+    body: Vec<u8>,
+) -> Option<Value> {
+    let mut rb = client
+        .post(format!("{base}/v1/ipn/acme"))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in sign(settings, &body) {
+        rb = rb.header(k, v);
+    }
+    match rb.send().await {
+        Ok(r) if r.status().is_success() => r.json().await.ok(),
+        _ => None,
+    }
+}
+
 /// Start the binary on `config`.
 pub(crate) fn start(config: &Path) -> Proc {
     let (child, port) = spawn_serve(serve_command(config));
@@ -103,26 +124,14 @@ async fn acked_requests_survive_kill_9_and_resume_after_restart() {
                     ["Pending", "Authorized", "Succeed"][i % 3],
                 ))
                 .unwrap();
-                let mut rb = client
-                    .post(format!("{base}/v1/ipn/acme"))
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                for (k, v) in sign(&settings, &body) {
-                    rb = rb.header(k, v);
-                }
-                match rb.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let v: Value = match r.json().await {
-                            Ok(v) => v,
-                            Err(_) => return, // killed mid-body: not an ack
-                        };
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push(v["request_id"].as_str().unwrap().to_string());
-                    }
-                    _ => return,
-                }
+                // A kill mid-answer is not an ack.
+                let Some(v) = post_signed(&client, &base, &settings, body).await else {
+                    return;
+                };
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(v["request_id"].as_str().unwrap().to_string());
             }
         }));
     }

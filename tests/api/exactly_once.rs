@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ipn_relay::config::Settings;
 use serde_json::{json, Value};
 
-use crate::crash::{sign, start, write_config};
+use crate::crash::{post_signed, start, write_config};
 use crate::helpers::*;
 
 const PAYMENTS: usize = 4;
@@ -78,23 +78,12 @@ async fn kill_9_under_load(config: &Path) {
                     }
                 }))
                 .unwrap();
-                let mut rb = client
-                    .post(format!("{base}/v1/ipn/acme"))
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                for (k, v) in sign(&settings, &body) {
-                    rb = rb.header(k, v);
-                }
-                match rb.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let Ok(v) = r.json::<Value>().await else {
-                            return; // killed mid-body: not an ack
-                        };
-                        let id = v["request_id"].as_str().unwrap().to_string();
-                        acked.lock().unwrap().push((id, pay));
-                    }
-                    _ => return,
-                }
+                // A kill mid-answer is not an ack.
+                let Some(v) = post_signed(&client, &base, &settings, body).await else {
+                    return;
+                };
+                let id = v["request_id"].as_str().unwrap().to_string();
+                acked.lock().unwrap().push((id, pay));
             }
         }));
     }

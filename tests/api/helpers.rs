@@ -224,6 +224,31 @@ impl TestApp {
     }
 }
 
+/// `POST /v1/payments` with a Bearer key.
+pub async fn register(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/v1/payments"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+/// [`generic`] with extra fields merged into `data`.
+pub fn ipn(event_id: &str, payment_id: &str, status: &str, extra: Value) -> Value {
+    let mut v = generic(event_id, payment_id, status);
+    if let Value::Object(m) = extra {
+        for (k, x) in m {
+            v["data"][k] = x;
+        }
+    }
+    v
+}
+
 /// A generic-preset IPN body.
 pub fn generic(event_id: &str, payment_id: &str, status: &str) -> Value {
     serde_json::json!({

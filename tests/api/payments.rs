@@ -6,29 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn register(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url("/v1/payments"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
-}
-
-fn ipn(event_id: &str, payment_id: &str, status: &str, extra: Value) -> Value {
-    let mut v = generic(event_id, payment_id, status);
-    if let Value::Object(m) = extra {
-        for (k, x) in m {
-            v["data"][k] = x;
-        }
-    }
-    v
-}
-
 #[tokio::test]
 async fn registering_a_payment_checks_the_return_origin_and_ownership() {
     let app = spawn_app().await;

@@ -11,29 +11,6 @@ use url::Url;
 
 use crate::helpers::*;
 
-async fn register(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url("/v1/payments"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
-}
-
-fn ipn(event_id: &str, payment_id: &str, status: &str, extra: Value) -> Value {
-    let mut v = generic(event_id, payment_id, status);
-    if let Value::Object(m) = extra {
-        for (k, x) in m {
-            v["data"][k] = x;
-        }
-    }
-    v
-}
-
 async fn applied(app: &TestApp, body: &Value) {
     let (code, r) = app.ipn_result("acme", body).await;
     assert_eq!(code, 200, "{r}");
