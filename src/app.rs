@@ -39,6 +39,15 @@ pub struct Application {
 impl Application {
     /// Open the store and bind `server.listen` (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        for p in &settings.providers {
+            if p.auth.scheme == crate::auth::Scheme::None {
+                tracing::warn!(
+                    provider = %p.id,
+                    allowed_ips = ?p.allowed_ips,
+                    "provider accepts IPNs without authentication, trusting its IP allow-list only"
+                );
+            }
+        }
         let settings = Arc::new(settings);
         let store = Arc::new(Store::open(&settings.storage.path).with_context(|| {
             format!("opening the store at {}", settings.storage.path.display())

@@ -353,3 +353,61 @@ secrets = ["whsec_cli_secret"]
     let r = app.post_raw("acme", other, &acme).await;
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[test]
+fn serve_warns_at_start_up_about_a_provider_without_authentication() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[storage]\npath = \"{}\"\n\
+         [[providers]]\nid = \"lan\"\nmerchant_id = \"m\"\nallowed_ips = [\"10.0.0.0/8\"]\n\
+         [providers.auth]\nscheme = \"none\"\n\
+         [[providers]]\nid = \"signed\"\nmerchant_id = \"m\"\n[providers.auth]\nsecrets = [\"s\"]\n\
+         [[merchants]]\nid = \"m\"\n",
+        dir.path().join("store").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = cmd()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut warnings = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the service starts");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["level"] == "WARN" {
+            warnings.push(v.clone());
+        }
+        if v["message"] == "ipn-relay listening" {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let unauthenticated: Vec<_> = warnings
+        .iter()
+        .filter(|w| {
+            w["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("without authentication")
+        })
+        .collect();
+    assert_eq!(unauthenticated.len(), 1, "warnings: {warnings:?}");
+    assert_eq!(unauthenticated[0]["provider"], "lan");
+}
