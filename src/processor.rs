@@ -1,7 +1,7 @@
 //! Inbox → applied state.
 //!
-//! [`process_one`] is the step: load a stored request, map it (pure), and
-//! apply its events in one store transaction. The loop around it
+//! The step is [`prepare`] (map a stored request, pure) then
+//! `apply_prepared` (end it in the store, replay-safe). The loop around it
 //! ([`run`]) rebuilds its work from the store's inbox on start, so a crash
 //! loses nothing acknowledged; in-memory channels are only wake-ups.
 //!
@@ -25,7 +25,6 @@ use uuid::Uuid;
 use crate::config::{ProviderSettings, Settings};
 use crate::domain::rule::reorder_key;
 use crate::domain::Candidate;
-use crate::mapping::parse_body;
 use crate::store::{Completion, PaymentRecord, RawRequest, Store, StoreError, TaskError, WorkItem};
 
 /// Payments are spread over this many workers; each applies its requests
@@ -52,11 +51,9 @@ pub fn prepare(settings: &Settings, req: &RawRequest) -> Result<Vec<Candidate>, 
             format!("provider {:?} is no longer configured", req.provider),
         )
     })?;
-    let doc = parse_body(req.content_type.as_deref(), &req.body)
-        .map_err(|e| task_error(e.code(), e.to_string()))?;
     let candidates = provider
         .mapping
-        .extract(&req.headers, &doc)
+        .map_request(&req.headers, req.content_type.as_deref(), &req.body)
         .map_err(|e| task_error(e.code(), e.to_string()))?;
     for c in &candidates {
         let ok = !c.payment_id.is_empty()
@@ -107,28 +104,7 @@ pub fn resolve_merchant(
     ))
 }
 
-/// Process one inbox entry to its end (completed or error).
-pub fn process_one(
-    store: &Store,
-    settings: &Settings,
-    seq: u64,
-    request_id: Uuid,
-    now: i64,
-) -> Result<Completion, StoreError> {
-    let Some(req) = store.request(request_id)? else {
-        // Purged or never fully stored: nothing to do but drop the inbox entry.
-        store.fail(
-            seq,
-            None,
-            task_error("internal", "raw request missing"),
-            now,
-        )?;
-        return Ok(Completion::AlreadyDone);
-    };
-    let prepared = prepare(settings, &req);
-    apply_prepared(store, settings, seq, &req, prepared, false, now)
-}
-
+/// The step: end one mapped inbox entry (completed or error) in the store.
 fn apply_prepared(
     store: &Store,
     settings: &Settings,
@@ -159,15 +135,6 @@ fn apply_prepared(
             )
         }
     }
-}
-
-/// Drain the inbox in arrival order on the caller's thread (tests, tools).
-pub fn process_pending(store: &Store, settings: &Settings, now: i64) -> Result<usize, StoreError> {
-    let work = store.inbox(None)?;
-    for (seq, id) in &work {
-        process_one(store, settings, *seq, *id, now)?;
-    }
-    Ok(work.len())
 }
 
 struct Job {
