@@ -13,6 +13,10 @@
 //! compared, since one run on a shared 2-core machine swings by ±20%. It
 //! prints the ratios ipn-relay/bare and ipn-relay/minimal-durable, and how
 //! long the processing backlog took to drain after each round.
+//! It also prints the servers' CPU time per request (every thread of this
+//! process except the load generator's, from /proc), which, unlike
+//! throughput, barely moves when the shared machine is busy; for ipn-relay
+//! it covers the load and the drain, so it is the whole cost of an IPN.
 //! Environment: `BENCH_SECONDS` (default 4), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_ONLY=app` to load only
 //! ipn-relay (for profiling).
@@ -72,6 +76,8 @@ id = "shop-1"
 
 #[derive(Default)]
 struct Stats {
+    /// Server CPU time spent on this load (see `server_cpu`).
+    cpu: Duration,
     ok: u64,
     failed: u64,
     latencies_us: Vec<u64>,
@@ -79,6 +85,9 @@ struct Stats {
 }
 
 impl Stats {
+    fn cpu_us_per_req(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ok.max(1) as f64
+    }
     fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
@@ -91,12 +100,47 @@ impl Stats {
     }
 }
 
+/// CPU time used so far by the servers: every thread of this process but
+/// the load generator's runtime (`bench-client`) and the main thread.
+/// Linux only (zero elsewhere); threads that ended are not counted.
+fn server_cpu() -> Duration {
+    let me = std::process::id().to_string();
+    let mut ticks = 0u64;
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = t.path();
+        if dir.file_name().and_then(|n| n.to_str()) == Some(me.as_str()) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("bench-client") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let t = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += t(14) + t(15);
+    }
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
 /// 64 connections, each sending unique signed IPNs back to back for `secs`.
 async fn load(port: u16, conns: usize, secs: u64, run: &'static str) -> Stats {
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("http://127.0.0.1:{port}/v1/ipn/acme");
     let mut tasks = Vec::new();
+    let cpu0 = server_cpu();
     let start = Instant::now();
     for _ in 0..conns {
         let (counter, stop, url) = (counter.clone(), stop.clone(), url.clone());
@@ -141,6 +185,7 @@ async fn load(port: u16, conns: usize, secs: u64, run: &'static str) -> Stats {
         s.latencies_us.extend(lat);
     }
     s.elapsed = start.elapsed();
+    s.cpu = server_cpu().saturating_sub(cpu0);
     s.latencies_us.sort_unstable();
     s
 }
@@ -246,10 +291,11 @@ async fn drain(port: u16) -> Duration {
 
 fn report(name: &str, s: &Stats) {
     println!(
-        "{name:<16} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ok {:>7}   failed {}",
+        "{name:<16} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.0} us/req   ok {:>7}   failed {}",
         s.rps(),
         s.pct(0.50),
         s.pct(0.99),
+        s.cpu_us_per_req(),
         s.ok,
         s.failed
     );
@@ -264,6 +310,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Default)]
 struct Series {
     rps: Vec<f64>,
+    cpu: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
 }
@@ -271,15 +318,17 @@ struct Series {
 impl Series {
     fn add(&mut self, s: &Stats) {
         self.rps.push(s.rps());
+        self.cpu.push(s.cpu_us_per_req());
         self.p50.push(s.pct(0.50));
         self.p99.push(s.pct(0.99));
     }
     fn print(&self, name: &str) {
         println!(
-            "{name:<16} median {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   (rounds: {})",
+            "{name:<16} median {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   cpu {:>5.0} us/req   (rounds: {})",
             median(self.rps.clone()),
             median(self.p50.clone()),
             median(self.p99.clone()),
+            median(self.cpu.clone()),
             self.rps
                 .iter()
                 .map(|r| format!("{r:.0}"))
@@ -294,6 +343,7 @@ fn main() {
     let rounds = env_num("BENCH_ROUNDS", 3).max(1);
     let conns = env_num("BENCH_CONNECTIONS", 64) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-client")
         .enable_all()
         .build()
         .unwrap();
@@ -308,9 +358,12 @@ fn main() {
             let app = Application::build(config(dir.path())).unwrap();
             let port = app.port();
             tokio::spawn(app.run_until(std::future::pending()));
-            let s = load(port, conns, secs, "app").await;
+            let cpu0 = server_cpu();
+            let mut s = load(port, conns, secs, "app").await;
+            let drained = drain(port).await;
+            s.cpu = server_cpu().saturating_sub(cpu0);
             report("ipn-relay", &s);
-            println!("drained in {:.2}s", drain(port).await.as_secs_f64());
+            println!("drained in {:.2}s", drained.as_secs_f64());
             return;
         }
         // All three up at once (an idle server costs nothing); the machine's
@@ -339,8 +392,10 @@ fn main() {
             let s = load(min_port, conns, secs, tag).await;
             report("minimal-durable", &s);
             min_r.add(&s);
-            let s = load(app_port, conns, secs, tag).await;
+            let cpu0 = server_cpu();
+            let mut s = load(app_port, conns, secs, tag).await;
             let drained = drain(app_port).await;
+            s.cpu = server_cpu().saturating_sub(cpu0);
             report("ipn-relay", &s);
             app_r.add(&s);
             drains.push(drained.as_secs_f64());
@@ -365,6 +420,11 @@ fn main() {
         println!();
         println!("ratio ipn-relay / bare             throughput {:.2}x", app / bare);
         println!("ratio ipn-relay / minimal-durable  throughput {:.2}x   (target >= 0.5x)", app / min);
+        let (app_cpu, min_cpu) = (median(app_r.cpu.clone()), median(min_r.cpu.clone()));
+        println!(
+            "server cpu per request: ipn-relay {app_cpu:.0} us (ack + processing) vs minimal-durable {min_cpu:.0} us: {:.2}x",
+            app_cpu / min_cpu
+        );
         println!(
             "ipn-relay p99 ack latency {:.2} ms (median of rounds; target <= 10 ms)",
             median(app_r.p99)
