@@ -71,14 +71,18 @@ impl Application {
             public_url,
         ));
         let max_body = settings.server.max_body_bytes;
+        // actix renders each access-log line as the request arrives, whether
+        // or not the level lets it out: only install it when it does.
+        let access_log = tracing::enabled!(target: "ipn_relay::access", tracing::Level::INFO);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
-                .wrap(
+                .wrap(actix_web::middleware::Condition::new(
+                    access_log,
                     actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
                         .log_target("ipn_relay::access"),
-                )
+                ))
                 .configure(routes)
         })
         .disable_signals()

@@ -18,14 +18,16 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{ProviderSettings, Settings};
 use crate::domain::rule::reorder_key;
 use crate::domain::Candidate;
-use crate::store::{Completion, PaymentRecord, RawRequest, Store, StoreError, TaskError, WorkItem};
+use crate::store::{
+    Completion, InboxCursor, PaymentRecord, RawRequest, Store, StoreError, TaskError, WorkItem,
+};
 
 /// Payments are spread over this many workers; each applies its requests
 /// one transaction at a time, in arrival order.
@@ -44,17 +46,26 @@ fn task_error(code: &str, message: impl Into<String>) -> TaskError {
 }
 
 /// Map a stored request to candidate events (pure).
-pub fn prepare(settings: &Settings, req: &RawRequest) -> Result<Vec<Candidate>, TaskError> {
+///
+/// `doc`: the body as the ingest already parsed it, if at hand.
+pub fn prepare(
+    settings: &Settings,
+    req: &RawRequest,
+    doc: Option<&serde_json::Value>,
+) -> Result<Vec<Candidate>, TaskError> {
     let provider = settings.provider(&req.provider).ok_or_else(|| {
         task_error(
             "unknown_provider",
             format!("provider {:?} is no longer configured", req.provider),
         )
     })?;
-    let candidates = provider
-        .mapping
-        .map_request(&req.headers, req.content_type.as_deref(), &req.body)
-        .map_err(|e| task_error(e.code(), e.to_string()))?;
+    let candidates = match doc {
+        Some(doc) => provider.mapping.extract(&req.headers, doc),
+        None => provider
+            .mapping
+            .map_request(&req.headers, req.content_type.as_deref(), &req.body),
+    }
+    .map_err(|e| task_error(e.code(), e.to_string()))?;
     for c in &candidates {
         let ok = !c.payment_id.is_empty()
             && c.payment_id.len() <= 200
@@ -137,11 +148,28 @@ fn apply_prepared(
     }
 }
 
+/// Inbox entries the scanner reads at once.
+const PAGE: usize = 256;
+
+/// Memory for jobs taken from the inbox and not yet done, in units of about
+/// 1 KiB (64 MiB); see [`in_flight_cost`].
+const IN_FLIGHT_UNITS: usize = 65_536;
+
+/// A job's share of `IN_FLIGHT_UNITS`: its body, about five times over when
+/// it is also held parsed, plus one for the rest.
+fn in_flight_cost(request: &RawRequest, parsed: bool) -> u32 {
+    let bytes = request.body.len() * if parsed { 6 } else { 1 };
+    (1 + bytes / 1024).min(IN_FLIGHT_UNITS) as u32
+}
+
 struct Job {
     seq: u64,
     request: Arc<RawRequest>,
-    /// Handed over in memory by this process's ingest (see `Store::take_fresh`).
+    /// First attempt at a request this process accepted
+    /// (`Store::accepted_since_open`): no replay checks needed.
     fresh: bool,
+    /// Its share of `IN_FLIGHT_UNITS`, given back when the job is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
     reorder_window: Duration,
     prepared: Result<Vec<Candidate>, TaskError>,
 }
@@ -177,30 +205,39 @@ pub async fn run(
     }
     // A cursor is enough: the store commits inbox entries in seq order
     // (`inbox_order`), so none can appear behind it.
-    let mut last: Option<u64> = None;
-    loop {
-        let work = match store.inbox(last) {
+    let mut cursor = InboxCursor::default();
+    // Jobs between here and done are in memory: bounded, the rest waits in
+    // the inbox.
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_UNITS));
+    'scan: loop {
+        let work = match store.pending(&mut cursor, PAGE) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the inbox; retrying");
                 Vec::new()
             }
         };
-        for (seq, request_id) in work {
-            last = Some(seq);
-            let (request, fresh) = match store.take_fresh(seq) {
-                Some(r) => (Ok(Some(r)), true),
-                None => (store.request(request_id).map(|r| r.map(Arc::new)), false),
+        let full_page = work.len() == PAGE;
+        for p in work {
+            let (seq, request_id) = (p.seq, p.request_id);
+            let fresh = p.fresh.is_some() || store.accepted_since_open(seq);
+            let (request, doc) = match p.fresh {
+                Some(f) => (Ok(Some(f.request)), f.doc),
+                None => (store.request(request_id).map(|r| r.map(Arc::new)), None),
             };
             let job = match request {
                 Ok(Some(request)) => Job {
                     seq,
                     fresh,
+                    _slot: tokio::select! {
+                        _ = shutdown.cancelled() => break 'scan,
+                        s = in_flight.clone().acquire_many_owned(in_flight_cost(&request, doc.is_some())) => s.ok(),
+                    },
                     reorder_window: settings
                         .provider(&request.provider)
                         .map(|p| p.reorder_window)
                         .unwrap_or_default(),
-                    prepared: prepare(&settings, &request),
+                    prepared: prepare(&settings, &request, doc.as_deref()),
                     request,
                 },
                 Ok(None) => {
@@ -217,13 +254,16 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, %request_id, "cannot read a stored request; will retry");
-                    last = seq.checked_sub(1);
+                    cursor.rewind(seq);
                     break;
                 }
             };
             let mut h = DefaultHasher::new();
             job.payment().unwrap_or_default().hash(&mut h);
             let _ = shards[(h.finish() as usize) % SHARDS].send(job);
+        }
+        if full_page {
+            continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,

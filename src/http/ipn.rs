@@ -11,15 +11,27 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use ipnet::IpNet;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::config::{Ack, Durability, ProviderSettings};
 use crate::store::{Accepted, QuarantineRecord, RawRequest, TaskState};
 
-/// Headers not worth keeping with a stored request: credentials.
-const DROPPED_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+/// Headers not kept with a stored request: credentials, and transport
+/// details of the hop to us that no mapping or audit needs.
+const DROPPED_HEADERS: [&str; 11] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "expect",
+    "content-length",
+    "accept-encoding",
+];
 
 pub async fn ingest(
     req: HttpRequest,
@@ -99,9 +111,9 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let event_key = provider
-        .mapping
-        .event_key(&headers, content_type.as_deref(), &body);
+    // Parsed once here for the dedupe key, and handed to the processor.
+    let doc = crate::mapping::parse_body(content_type.as_deref(), &body).ok();
+    let event_key = provider.mapping.event_key_of(&headers, doc.as_ref(), &body);
     let raw = RawRequest {
         request_id: Uuid::new_v4(),
         provider: provider.id.clone(),
@@ -116,7 +128,7 @@ pub async fn ingest(
     let new_id = raw.request_id;
     let accepted = state
         .store
-        .accept_ipn(raw, window, now.timestamp_millis())?;
+        .accept_ipn(raw, doc, window, now.timestamp_millis())?;
     let ticket = match &accepted {
         Accepted::New { ticket } | Accepted::Duplicate { ticket, .. } => *ticket,
     };
@@ -144,6 +156,15 @@ pub async fn ingest(
     })
 }
 
+/// The JSON acknowledgement (SPEC §4).
+#[derive(serde::Serialize)]
+struct AckBody<'a> {
+    status: &'a str,
+    request_id: Uuid,
+    status_url: String,
+    response_url: String,
+}
+
 fn ack(
     state: &AppState,
     provider: &ProviderSettings,
@@ -157,12 +178,12 @@ fn ack(
                 .unwrap_or(actix_web::http::StatusCode::ACCEPTED);
             HttpResponse::build(code)
                 .insert_header(("x-request-id", id.to_string()))
-                .json(json!({
-                    "status": status,
-                    "request_id": id,
-                    "status_url": state.status_url(&id),
-                    "response_url": state.response_url(&id),
-                }))
+                .json(AckBody {
+                    status,
+                    request_id: id,
+                    status_url: state.status_url(&id),
+                    response_url: state.response_url(&id),
+                })
         }
         // A provider that wants a fixed answer (Adyen's "[accepted]") gets it for duplicates too.
         Ack::Fixed {

@@ -20,19 +20,24 @@ impl Mapping {
         content_type: Option<&str>,
         body: &[u8],
     ) -> String {
-        self.mapped_key(headers, content_type, body)
+        self.event_key_of(headers, parse_body(content_type, body).ok().as_ref(), body)
+    }
+
+    /// [`Mapping::event_key`] for a body already parsed with [`parse_body`]
+    /// (`doc` None: it did not parse).
+    pub fn event_key_of(
+        &self,
+        headers: &dyn HeaderLookup,
+        doc: Option<&Value>,
+        body: &[u8],
+    ) -> String {
+        doc.and_then(|doc| self.mapped_key(headers, doc))
             .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))))
     }
 
-    fn mapped_key(
-        &self,
-        headers: &dyn HeaderLookup,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Option<String> {
-        let doc = parse_body(content_type, body).ok()?;
+    fn mapped_key(&self, headers: &dyn HeaderLookup, doc: &Value) -> Option<String> {
         let ids = self
-            .items(&doc)
+            .items(doc)
             .ok()?
             .into_iter()
             .map(|doc| self.first(Field::EventId, &Ctx { doc, headers }))

@@ -20,6 +20,7 @@ impl Store {
     pub fn accept_ipn(
         &self,
         req: RawRequest,
+        doc: Option<serde_json::Value>,
         dedupe_window_ms: i64,
         now: i64,
     ) -> Result<Accepted, StoreError> {
@@ -48,28 +49,90 @@ impl Store {
         }
         let id = *req.request_id.as_bytes();
         self.requests.insert(id, enc(&req)?)?;
-        let seq = {
+        {
+            // Entry and handoff copy appear together (see `pending`).
             let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
             let seq = self.db.generate_id()?;
             self.inbox.insert(seq.to_be_bytes(), &id)?;
-            seq
-        };
-        let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
-        if handoff.len() < HANDOFF_KEEP {
-            handoff.insert(seq, Arc::new(req));
+            let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            let len = req.body.len();
+            if handoff.requests.len() < HANDOFF_KEEP && handoff.bytes + len <= HANDOFF_BYTES {
+                handoff.bytes += len;
+                let fresh = Fresh {
+                    request: Arc::new(req),
+                    doc: doc.map(Arc::new),
+                };
+                handoff.requests.insert(seq, fresh);
+            } else {
+                handoff.missed += 1;
+            }
         }
         Ok(Accepted::New {
             ticket: self.commit.ticket(),
         })
     }
 
-    /// The request behind a new inbox entry, if this process accepted it and
-    /// still holds it in memory (once: the caller owns the first attempt).
-    pub fn take_fresh(&self, seq: u64) -> Option<Arc<RawRequest>> {
-        self.handoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&seq)
+    /// The inbox entries after `cursor`, in seq order, and advance it.
+    ///
+    /// From memory when the handoff holds all of them (the common case: no
+    /// store reads at all), else from disk. Correct because an entry and its
+    /// handoff copy (or the `missed` count) appear under one lock: once a
+    /// disk read saw the whole tail while `missed` stood still, every later
+    /// entry is in the handoff until `missed` moves again.
+    /// At most `limit` entries.
+    pub fn pending(
+        &self,
+        cursor: &mut InboxCursor,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let after = cursor.last;
+        let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        let missed = handoff.missed;
+        let out: Vec<Pending> = if cursor.synced == Some(missed) {
+            let taken = match handoff.requests.keys().nth(limit).copied() {
+                Some(first_left) => {
+                    let left = handoff.requests.split_off(&first_left);
+                    std::mem::replace(&mut handoff.requests, left)
+                }
+                None => std::mem::take(&mut handoff.requests),
+            };
+            debug_assert!(taken.keys().next().is_none_or(|s| Some(*s) > after));
+            handoff.bytes -= taken.values().map(|f| f.request.body.len()).sum::<usize>();
+            taken
+                .into_iter()
+                .map(|(seq, f)| Pending {
+                    seq,
+                    request_id: f.request.request_id,
+                    fresh: Some(f),
+                })
+                .collect()
+        } else {
+            drop(handoff);
+            let work = self.inbox_page(after, limit)?;
+            let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            // Only a short page shows the whole tail.
+            if work.len() < limit {
+                cursor.synced = Some(missed);
+            }
+            let out: Vec<Pending> = work
+                .into_iter()
+                .map(|(seq, request_id)| Pending {
+                    seq,
+                    request_id,
+                    fresh: handoff.requests.remove(&seq),
+                })
+                .collect();
+            handoff.bytes -= out
+                .iter()
+                .filter_map(|p| p.fresh.as_ref())
+                .map(|f| f.request.body.len())
+                .sum::<usize>();
+            out
+        };
+        if let Some(p) = out.last() {
+            cursor.last = Some(p.seq);
+        }
+        Ok(out)
     }
 
     /// Keep a request that failed authentication (bounded: the last 1000).
@@ -93,5 +156,103 @@ impl Store {
             .take(limit)
             .map(|r| dec(&r?.1))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: u32) -> RawRequest {
+        RawRequest {
+            request_id: Uuid::new_v4(),
+            provider: "p".into(),
+            received_at: 1_700_000_000_000,
+            content_type: Some("application/json".into()),
+            headers: Vec::new(),
+            body: format!("{{\"id\":{n}}}").into_bytes(),
+            peer: None,
+            event_key: format!("id:{n}"),
+        }
+    }
+
+    fn accept(store: &Store, n: u32) -> Uuid {
+        let r = request(n);
+        let id = r.request_id;
+        let got = store
+            .accept_ipn(r, None, 60_000, 1_700_000_000_000)
+            .unwrap();
+        assert!(matches!(got, Accepted::New { .. }));
+        id
+    }
+
+    fn drain(store: &Store, cursor: &mut InboxCursor, page: usize) -> Vec<(Uuid, bool)> {
+        let mut out = Vec::new();
+        loop {
+            let got = store.pending(cursor, page).unwrap();
+            if got.is_empty() {
+                return out;
+            }
+            out.extend(got.iter().map(|p| (p.request_id, p.fresh.is_some())));
+        }
+    }
+
+    /// Every inbox entry comes out once, in arrival order, whether from
+    /// memory or from disk, and pages never skip one.
+    #[test]
+    fn pending_hands_out_each_entry_once_in_order_from_memory_or_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut cursor = InboxCursor::default();
+
+        // First read after open goes to disk, in short pages; copies held in
+        // memory come along.
+        let first: Vec<Uuid> = (0..5).map(|n| accept(&store, n)).collect();
+        let got = drain(&store, &mut cursor, 2);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), first);
+        assert!(
+            got.iter().all(|g| g.1),
+            "still in memory: handed over fresh"
+        );
+
+        // Then from memory alone.
+        let second: Vec<Uuid> = (5..8).map(|n| accept(&store, n)).collect();
+        assert_eq!(
+            drain(&store, &mut cursor, 2),
+            second.iter().map(|id| (*id, true)).collect::<Vec<_>>()
+        );
+
+        // Memory lost some (the handoff was full): back to disk, in order.
+        let third: Vec<Uuid> = (8..11).map(|n| accept(&store, n)).collect();
+        {
+            let mut h = store.handoff.lock().unwrap();
+            let lost = *h.requests.keys().nth(1).unwrap();
+            h.requests.remove(&lost);
+            h.missed += 1;
+        }
+        let got = drain(&store, &mut cursor, 2);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), third);
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+
+        // And back to memory after that.
+        let fourth = accept(&store, 11);
+        assert_eq!(drain(&store, &mut cursor, 2), [(fourth, true)]);
+        assert!(store.accepted_since_open(cursor.last.unwrap()));
+
+        // A new process reads the inbox from disk: nothing is "since open".
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut cursor = InboxCursor::default();
+        let all = drain(&store, &mut cursor, 3);
+        assert_eq!(
+            all.len(),
+            12,
+            "nothing was completed, so all twelve are due"
+        );
+        assert!(all.iter().all(|g| !g.1));
+        assert!(!store.accepted_since_open(cursor.last.unwrap()));
     }
 }

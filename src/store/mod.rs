@@ -29,7 +29,7 @@ pub mod records;
 mod retention;
 mod tasks;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +46,10 @@ pub use records::*;
 
 const FORMAT: u8 = 1;
 const QUARANTINE_KEEP: u64 = 1000;
-/// Most requests waiting in the in-memory handoff to the processor.
-const HANDOFF_KEEP: usize = 4096;
+/// Most requests, and most body bytes, waiting in the in-memory handoff to
+/// the processor; beyond, the processor reads them back from the inbox.
+const HANDOFF_KEEP: usize = 16_384;
+const HANDOFF_BYTES: usize = 32 << 20;
 /// History entries a payment keeps (oldest dropped first). A replay only
 /// looks for the request in flight, so this only needs to exceed one
 /// request's items.
@@ -100,6 +102,53 @@ fn joined(a: &str, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// New inbox entries held in memory for the processor.
+#[derive(Default)]
+struct Handoff {
+    requests: BTreeMap<u64, Fresh>,
+    /// Body bytes in `requests`.
+    bytes: usize,
+    /// Inbox entries ever added without a copy here (handoff full, or a
+    /// reprocess). While it has not moved, the handoff holds every entry the
+    /// processor has not taken yet.
+    missed: u64,
+}
+
+/// Where [`Store::pending`] reads the inbox from; kept by its one caller.
+#[derive(Debug, Default)]
+pub struct InboxCursor {
+    /// Highest seq handed out.
+    pub last: Option<u64>,
+    /// `Handoff::missed` as of the last read of the whole inbox tail from
+    /// disk; None until one (so a restart always reads the disk first).
+    synced: Option<u64>,
+}
+
+impl InboxCursor {
+    /// Read again from `seq` on, from disk (after failing to load it).
+    pub fn rewind(&mut self, seq: u64) {
+        self.last = seq.checked_sub(1);
+        self.synced = None;
+    }
+}
+
+/// A request handed over in memory by the ingest that accepted it.
+#[derive(Debug, Clone)]
+pub struct Fresh {
+    pub request: Arc<RawRequest>,
+    /// Its body as the ingest parsed it (`mapping::parse_body`), if it did.
+    pub doc: Option<Arc<serde_json::Value>>,
+}
+
+/// One inbox entry to process, from [`Store::pending`].
+#[derive(Debug)]
+pub struct Pending {
+    pub seq: u64,
+    pub request_id: Uuid,
+    /// The request, if this process accepted it and still held it in memory.
+    pub fresh: Option<Fresh>,
+}
+
 /// Result of [`Store::accept_ipn`]. Either way, wait for `ticket` before acking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -126,7 +175,7 @@ pub struct WorkItem<'a> {
     pub request: &'a RawRequest,
     pub candidates: &'a [Candidate],
     /// First attempt at a request this process accepted (see
-    /// [`Store::take_fresh`]): nothing of it can be in the store yet, so the
+    /// [`Store::accepted_since_open`]): nothing of it can be in the store yet, so the
     /// replay checks are skipped.
     pub fresh: bool,
 }
@@ -193,13 +242,16 @@ pub struct Store {
     ingest_locks: Vec<Mutex<()>>,
     payment_locks: Vec<Mutex<()>>,
     /// Requests accepted by this process and not yet picked up, by inbox
-    /// seq: the processor takes them from here instead of reading them back.
-    /// Only a shortcut (bounded; the inbox stays the truth).
-    handoff: Mutex<HashMap<u64, Arc<RawRequest>>>,
+    /// seq: the processor takes them from here instead of reading the inbox
+    /// back (see [`Store::pending`]). Only a shortcut; the inbox stays the truth.
+    handoff: Mutex<Handoff>,
     /// Held from taking an inbox seq until the entry is committed, so inbox
     /// entries become visible in seq order: the processor reads the inbox
     /// with a cursor and would never see an entry committed behind it.
     inbox_order: Mutex<()>,
+    /// An id taken at open: inbox entries above it were accepted by this
+    /// process (sled ids only grow, across crashes too).
+    boot_seq: u64,
 }
 
 impl Store {
@@ -232,8 +284,9 @@ impl Store {
             ulids: Mutex::new(ulid::Generator::new()),
             ingest_locks: (0..64).map(|_| Mutex::new(())).collect(),
             payment_locks: (0..64).map(|_| Mutex::new(())).collect(),
-            handoff: Mutex::new(HashMap::new()),
+            handoff: Mutex::new(Handoff::default()),
             inbox_order: Mutex::new(()),
+            boot_seq: db.generate_id()?,
             db,
         })
     }
@@ -246,6 +299,13 @@ impl Store {
     /// Wait until everything written before `ticket` was taken is on disk.
     pub async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
         Ok(self.commit.wait(ticket).await?)
+    }
+
+    /// Was this inbox entry accepted by this process? Then, until this
+    /// process tried it, nothing of it can be in the store (a first attempt
+    /// needs no replay checks).
+    pub fn accepted_since_open(&self, seq: u64) -> bool {
+        seq > self.boot_seq
     }
 
     /// Is the store writable and durable right now? (readiness probe)

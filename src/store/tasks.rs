@@ -47,9 +47,19 @@ impl Store {
 
     /// Unprocessed work in arrival order, after `after` (exclusive).
     pub fn inbox(&self, after: Option<u64>) -> Result<Vec<(u64, Uuid)>, StoreError> {
+        self.inbox_page(after, usize::MAX)
+    }
+
+    /// [`Store::inbox`], at most `limit` entries.
+    pub fn inbox_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Uuid)>, StoreError> {
         let start = after.map(|a| (a + 1).to_be_bytes()).unwrap_or([0; 8]);
         self.inbox
             .range(start..)
+            .take(limit)
             .map(|r| {
                 let (k, v) = r?;
                 let seq = u64::from_be_bytes(
@@ -94,6 +104,11 @@ impl Store {
         let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.db.generate_id()?.to_be_bytes();
         self.inbox.insert(seq, &id)?;
+        // Not in the handoff: send the processor to the disk for it.
+        self.handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .missed += 1;
         Ok(Reprocess::Queued)
     }
 
