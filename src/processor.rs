@@ -339,6 +339,9 @@ fn route(job: Job, held: &mut HashMap<String, (i64, Vec<Job>)>, ready: &mut Vec<
 /// (a job stays in the inbox until done, so a restart would pick it up too).
 async fn apply(store: &Store, settings: &Settings, jobs: Vec<Job>, shutdown: &CancellationToken) {
     for job in jobs {
+        if !yield_to_acks(store, &job, shutdown).await {
+            return;
+        }
         let mut backoff = Duration::from_millis(50);
         let mut fresh = job.fresh;
         loop {
@@ -371,6 +374,31 @@ async fn apply(store: &Store, settings: &Settings, jobs: Vec<Job>, shutdown: &Ca
     }
 }
 
+/// How long processing may hold back for acknowledgements (see `yield_to_acks`).
+const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
+
+/// Acks first: while IPN acknowledgements wait for their flush, hold this
+/// job back, until it is `ACKS_FIRST_LIMIT` old. A saturating burst of up to
+/// that long is acknowledged at the rate of ingest alone and applied right
+/// after it; a longer one settles at the rate both share. Processing is
+/// replayable and its lag is seconds; a provider that waits for its ack
+/// retries and adds load. False when shutting down.
+async fn yield_to_acks(store: &Store, job: &Job, shutdown: &CancellationToken) -> bool {
+    while hold_for_acks(store.acks_waiting(), job.request.received_at, now_ms()) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+    }
+    true
+}
+
+/// The acks-first rule (pure): hold a job received at `received_at` back now?
+fn hold_for_acks(acks_waiting: bool, received_at: i64, now: i64) -> bool {
+    let age = now.saturating_sub(received_at);
+    acks_waiting && (0..ACKS_FIRST_LIMIT.as_millis() as i64).contains(&age)
+}
+
 fn log_completion(request_id: Uuid, c: &Completion) {
     match c {
         Completion::Failed(e) => {
@@ -399,5 +427,28 @@ pub async fn janitor(store: Arc<Store>, settings: Arc<Settings>, shutdown: Cance
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_first_holds_processing_only_while_acks_wait_and_only_so_long() {
+        let limit = ACKS_FIRST_LIMIT.as_millis() as i64;
+        let t = 1_700_000_000_000;
+        // Nobody waiting for an ack: process at once.
+        assert!(!hold_for_acks(false, t, t));
+        // Acks waiting: hold back a young job...
+        assert!(hold_for_acks(true, t, t));
+        assert!(hold_for_acks(true, t, t + limit - 1));
+        // ...but never past the limit, so a burst cannot starve processing.
+        assert!(!hold_for_acks(true, t, t + limit));
+        assert!(!hold_for_acks(true, t, t + 10 * limit));
+        // A request received long ago (replayed after a restart, reprocessed) is not held.
+        assert!(!hold_for_acks(true, 0, t));
+        // Nor is one from "the future" (the clock stepped back): no unbounded wait.
+        assert!(!hold_for_acks(true, t + 5, t));
     }
 }

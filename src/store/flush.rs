@@ -91,6 +91,11 @@ impl GroupCommit {
         }
     }
 
+    /// Is anybody waiting for a flush right now (tickets not yet covered)?
+    pub fn busy(&self) -> bool {
+        self.shared.written.load(Ordering::Relaxed) > self.shared.done.borrow().ok_upto
+    }
+
     /// Final flush, then stop the thread. Idempotent.
     pub fn stop(&self) {
         {

@@ -308,6 +308,11 @@ impl Store {
         seq > self.boot_seq
     }
 
+    /// Are writes (IPN acknowledgements, mostly) waiting for a flush now?
+    pub fn acks_waiting(&self) -> bool {
+        self.commit.busy()
+    }
+
     /// Is the store writable and durable right now? (readiness probe)
     pub async fn probe(&self, now: i64) -> Result<(), StoreError> {
         self.meta.insert("probe", &now.to_be_bytes())?;
