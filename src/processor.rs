@@ -9,7 +9,7 @@
 //! request to a shard chosen by its (first) payment id. A shard applies its
 //! requests one at a time, so events of one payment apply in arrival order
 //! while different payments proceed in parallel. A batch (Adyen) naming
-//! several payments goes to its first payment's shard; the store transaction
+//! several payments goes to its first payment's shard; the per-payment lock
 //! still keeps each payment consistent.
 
 use std::collections::hash_map::DefaultHasher;
@@ -30,7 +30,7 @@ use crate::store::{
 };
 
 /// Payments are spread over this many workers; each applies its requests
-/// one transaction at a time, in arrival order.
+/// one request at a time, in arrival order.
 const SHARDS: usize = 4;
 
 /// Unix milliseconds now. Only loops call this; steps take `now` as input.
