@@ -3,7 +3,8 @@
 //! The step is [`prepare`] (map a stored request, pure) then
 //! `apply_prepared` (end it in the store, replay-safe). The loop around it
 //! ([`run`]) rebuilds its work from the store's inbox on start, so a crash
-//! loses nothing acknowledged; in-memory channels are only wake-ups.
+//! loses nothing acknowledged; what it takes from memory (the handoff) is
+//! only a copy of what the inbox holds.
 //!
 //! Ordering: one scanner reads the inbox in arrival order and hands each
 //! request to a shard chosen by its (first) payment id. A shard applies its
@@ -166,7 +167,7 @@ struct Job {
     seq: u64,
     request: Arc<RawRequest>,
     /// First attempt at a request this process accepted
-    /// (`Store::accepted_since_open`): no replay checks needed.
+    /// (`Pending::first_attempt`): no replay checks needed.
     fresh: bool,
     /// Its share of `IN_FLIGHT_UNITS`, given back when the job is dropped.
     _slot: Option<OwnedSemaphorePermit>,
@@ -220,8 +221,8 @@ pub async fn run(
         let full_page = work.len() == PAGE;
         for p in work {
             let (seq, request_id) = (p.seq, p.request_id);
-            let fresh = p.fresh.is_some() || store.accepted_since_open(seq);
-            let (request, doc) = match p.fresh {
+            let fresh = p.first_attempt;
+            let (request, doc) = match p.held {
                 Some(f) => (Ok(Some(f.request)), f.doc),
                 None => (store.request(request_id).map(|r| r.map(Arc::new)), None),
             };

@@ -54,32 +54,28 @@ impl Store {
             let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
             let seq = self.db.generate_id()?;
             self.inbox.insert(seq.to_be_bytes(), &id)?;
-            let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
-            let len = req.body.len();
-            if handoff.requests.len() < HANDOFF_KEEP && handoff.bytes + len <= HANDOFF_BYTES {
-                handoff.bytes += len;
-                let fresh = Fresh {
-                    request: Arc::new(req),
-                    doc: doc.map(Arc::new),
-                };
-                handoff.requests.insert(seq, fresh);
-            } else {
-                handoff.missed += 1;
-            }
+            let fresh = Fresh {
+                request: Arc::new(req),
+                doc: doc.map(Arc::new),
+            };
+            self.handoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .offer(seq, fresh);
         }
         Ok(Accepted::New {
             ticket: self.commit.ticket(),
         })
     }
 
-    /// The inbox entries after `cursor`, in seq order, and advance it.
+    /// The inbox entries after `cursor`, in seq order (at most `limit`), and
+    /// advance it.
     ///
     /// From memory when the handoff holds all of them (the common case: no
     /// store reads at all), else from disk. Correct because an entry and its
     /// handoff copy (or the `missed` count) appear under one lock: once a
     /// disk read saw the whole tail while `missed` stood still, every later
     /// entry is in the handoff until `missed` moves again.
-    /// At most `limit` entries.
     pub fn pending(
         &self,
         cursor: &mut InboxCursor,
@@ -89,21 +85,15 @@ impl Store {
         let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
         let missed = handoff.missed;
         let out: Vec<Pending> = if cursor.synced == Some(missed) {
-            let taken = match handoff.requests.keys().nth(limit).copied() {
-                Some(first_left) => {
-                    let left = handoff.requests.split_off(&first_left);
-                    std::mem::replace(&mut handoff.requests, left)
-                }
-                None => std::mem::take(&mut handoff.requests),
-            };
-            debug_assert!(taken.keys().next().is_none_or(|s| Some(*s) > after));
-            handoff.bytes -= taken.values().map(|f| f.request.body.len()).sum::<usize>();
+            let taken = handoff.take_first(limit);
+            debug_assert!(taken.first().is_none_or(|(s, _)| Some(*s) > after));
             taken
                 .into_iter()
                 .map(|(seq, f)| Pending {
                     seq,
                     request_id: f.request.request_id,
-                    fresh: Some(f),
+                    held: Some(f),
+                    first_attempt: true,
                 })
                 .collect()
         } else {
@@ -114,20 +104,15 @@ impl Store {
             if work.len() < limit {
                 cursor.synced = Some(missed);
             }
-            let out: Vec<Pending> = work
-                .into_iter()
-                .map(|(seq, request_id)| Pending {
+            work.into_iter()
+                .map(|(seq, request_id, reprocess)| Pending {
                     seq,
                     request_id,
-                    fresh: handoff.requests.remove(&seq),
+                    held: handoff.take(seq),
+                    // sled ids only grow, across crashes too.
+                    first_attempt: seq > self.boot_seq && !reprocess,
                 })
-                .collect();
-            handoff.bytes -= out
-                .iter()
-                .filter_map(|p| p.fresh.as_ref())
-                .map(|f| f.request.body.len())
-                .sum::<usize>();
-            out
+                .collect()
         };
         if let Some(p) = out.last() {
             cursor.last = Some(p.seq);
@@ -193,7 +178,10 @@ mod tests {
             if got.is_empty() {
                 return out;
             }
-            out.extend(got.iter().map(|p| (p.request_id, p.fresh.is_some())));
+            out.extend(got.iter().map(|p| (p.request_id, p.held.is_some())));
+            assert!(got
+                .iter()
+                .all(|p| p.first_attempt == (p.seq > store.boot_seq)));
         }
     }
 
@@ -240,7 +228,6 @@ mod tests {
         // And back to memory after that.
         let fourth = accept(&store, 11);
         assert_eq!(drain(&store, &mut cursor, 2), [(fourth, true)]);
-        assert!(store.accepted_since_open(cursor.last.unwrap()));
 
         // A new process reads the inbox from disk: nothing is "since open".
         drop(store);
@@ -253,6 +240,35 @@ mod tests {
             "nothing was completed, so all twelve are due"
         );
         assert!(all.iter().all(|g| !g.1));
-        assert!(!store.accepted_since_open(cursor.last.unwrap()));
+        assert!(
+            cursor.last.unwrap() < store.boot_seq,
+            "none is a first attempt"
+        );
+    }
+
+    /// A reprocessed request left state behind in its earlier attempt: it is
+    /// never a first attempt, though this process queued it.
+    #[test]
+    fn a_reprocessed_entry_is_not_a_first_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut cursor = InboxCursor::default();
+        let id = accept(&store, 1);
+        let first = store.pending(&mut cursor, 10).unwrap();
+        assert!(first[0].first_attempt);
+        let req = store.request(id).unwrap().unwrap();
+        let err = TaskError {
+            code: "unmapped_status".into(),
+            message: "x".into(),
+        };
+        store.fail(first[0].seq, Some(&req), err, 1).unwrap();
+        assert_eq!(store.reprocess(id, 2).unwrap(), Reprocess::Queued);
+        let again = store.pending(&mut cursor, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].request_id, id);
+        assert!(again[0].seq > store.boot_seq);
+        assert!(!again[0].first_attempt, "replay checks must run");
+        // The inbox still reads as plain (seq, id) elsewhere.
+        assert_eq!(store.inbox(None).unwrap(), [(again[0].seq, id)]);
     }
 }

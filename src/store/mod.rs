@@ -50,6 +50,9 @@ const QUARANTINE_KEEP: u64 = 1000;
 /// the processor; beyond, the processor reads them back from the inbox.
 const HANDOFF_KEEP: usize = 16_384;
 const HANDOFF_BYTES: usize = 32 << 20;
+/// Appended to the request id in an inbox entry that `reprocess` queued:
+/// an earlier attempt left state behind, so the replay checks must run.
+const INBOX_REPROCESS: &[u8] = b"r";
 /// History entries a payment keeps (oldest dropped first). A replay only
 /// looks for the request in flight, so this only needs to exceed one
 /// request's items.
@@ -114,6 +117,36 @@ struct Handoff {
     missed: u64,
 }
 
+impl Handoff {
+    /// Keep a new entry's request, if there is room; else count it missed.
+    fn offer(&mut self, seq: u64, fresh: Fresh) {
+        let len = fresh.request.body.len();
+        if self.requests.len() < HANDOFF_KEEP && self.bytes + len <= HANDOFF_BYTES {
+            self.bytes += len;
+            self.requests.insert(seq, fresh);
+        } else {
+            self.missed += 1;
+        }
+    }
+
+    fn take(&mut self, seq: u64) -> Option<Fresh> {
+        let f = self.requests.remove(&seq)?;
+        self.bytes -= f.request.body.len();
+        Some(f)
+    }
+
+    /// The first `limit` entries, in seq order.
+    fn take_first(&mut self, limit: usize) -> Vec<(u64, Fresh)> {
+        let rest = match self.requests.keys().nth(limit).copied() {
+            Some(first_left) => self.requests.split_off(&first_left),
+            None => BTreeMap::new(),
+        };
+        let taken = std::mem::replace(&mut self.requests, rest);
+        self.bytes -= taken.values().map(|f| f.request.body.len()).sum::<usize>();
+        taken.into_iter().collect()
+    }
+}
+
 /// Where [`Store::pending`] reads the inbox from; kept by its one caller.
 #[derive(Debug, Default)]
 pub struct InboxCursor {
@@ -146,7 +179,10 @@ pub struct Pending {
     pub seq: u64,
     pub request_id: Uuid,
     /// The request, if this process accepted it and still held it in memory.
-    pub fresh: Option<Fresh>,
+    pub held: Option<Fresh>,
+    /// Nothing of it can be in the store yet: this process accepted it and
+    /// has not tried it (no reprocess either), so no replay checks are needed.
+    pub first_attempt: bool,
 }
 
 /// Result of [`Store::accept_ipn`]. Either way, wait for `ticket` before acking.
@@ -175,8 +211,8 @@ pub struct WorkItem<'a> {
     pub request: &'a RawRequest,
     pub candidates: &'a [Candidate],
     /// First attempt at a request this process accepted (see
-    /// [`Store::accepted_since_open`]): nothing of it can be in the store yet, so the
-    /// replay checks are skipped.
+    /// [`Pending::first_attempt`]): nothing of it can be in the store yet, so
+    /// the replay checks are skipped.
     pub fresh: bool,
 }
 
@@ -299,13 +335,6 @@ impl Store {
     /// Wait until everything written before `ticket` was taken is on disk.
     pub async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
         Ok(self.commit.wait(ticket).await?)
-    }
-
-    /// Was this inbox entry accepted by this process? Then, until this
-    /// process tried it, nothing of it can be in the store (a first attempt
-    /// needs no replay checks).
-    pub fn accepted_since_open(&self, seq: u64) -> bool {
-        seq > self.boot_seq
     }
 
     /// Are writes (IPN acknowledgements, mostly) waiting for a flush now?

@@ -47,15 +47,20 @@ impl Store {
 
     /// Unprocessed work in arrival order, after `after` (exclusive).
     pub fn inbox(&self, after: Option<u64>) -> Result<Vec<(u64, Uuid)>, StoreError> {
-        self.inbox_page(after, usize::MAX)
+        Ok(self
+            .inbox_page(after, usize::MAX)?
+            .into_iter()
+            .map(|(seq, id, _)| (seq, id))
+            .collect())
     }
 
-    /// [`Store::inbox`], at most `limit` entries.
-    pub fn inbox_page(
+    /// [`Store::inbox`], at most `limit` entries, each with whether a
+    /// reprocess queued it (see [`INBOX_REPROCESS`]).
+    pub(super) fn inbox_page(
         &self,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<(u64, Uuid)>, StoreError> {
+    ) -> Result<Vec<(u64, Uuid, bool)>, StoreError> {
         let start = after.map(|a| (a + 1).to_be_bytes()).unwrap_or([0; 8]);
         self.inbox
             .range(start..)
@@ -67,8 +72,9 @@ impl Store {
                         .try_into()
                         .map_err(|_| StoreError::Codec("inbox key".into()))?,
                 );
-                let id = Uuid::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
-                Ok((seq, id))
+                let (id, mark) = v.split_at(v.len().min(16));
+                let id = Uuid::from_slice(id).map_err(|e| StoreError::Codec(e.to_string()))?;
+                Ok((seq, id, mark == INBOX_REPROCESS))
             })
             .collect()
     }
@@ -103,7 +109,9 @@ impl Store {
         self.tasks.insert(id, enc(&fresh)?)?;
         let _order = self.inbox_order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.db.generate_id()?.to_be_bytes();
-        self.inbox.insert(seq, &id)?;
+        let mut entry = id.to_vec();
+        entry.extend_from_slice(INBOX_REPROCESS);
+        self.inbox.insert(seq, entry)?;
         // Not in the handoff: send the processor to the disk for it.
         self.handoff
             .lock()
