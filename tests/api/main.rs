@@ -15,3 +15,4 @@ mod returns;
 mod schemes;
 mod store_full;
 mod tasks;
+mod tenancy;
