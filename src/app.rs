@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Durability;
 use crate::config::Settings;
 use crate::http::{routes, AppState};
 use crate::processor;
+use crate::store::sled_backend::{SledOptions, SledStore};
 use crate::store::Store;
 
 /// Nice the calling thread (Linux: per-thread priority) so that background
@@ -30,9 +31,8 @@ fn lower_thread_priority() {
 pub struct Application {
     port: u16,
     settings: Arc<Settings>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     server: actix_web::dev::Server,
-    wake: Arc<Notify>,
     workers_alive: Arc<AtomicBool>,
 }
 
@@ -49,9 +49,14 @@ impl Application {
             }
         }
         let settings = Arc::new(settings);
-        let store = Arc::new(Store::open(&settings.storage.path).with_context(|| {
-            format!("opening the store at {}", settings.storage.path.display())
-        })?);
+        let opts = SledOptions {
+            sync: settings.storage.durability == Durability::Sync,
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&settings.storage.path, opts).with_context(|| {
+                format!("opening the store at {}", settings.storage.path.display())
+            })?,
+        );
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let bound = listener.local_addr()?;
@@ -61,12 +66,10 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"));
-        let wake = Arc::new(Notify::new());
         let workers_alive = Arc::new(AtomicBool::new(true));
         let state = web::Data::new(AppState::new(
             settings.clone(),
             store.clone(),
-            wake.clone(),
             workers_alive.clone(),
             public_url,
         ));
@@ -96,7 +99,6 @@ impl Application {
             settings,
             store,
             server: server.run(),
-            wake,
             workers_alive,
         })
     }
@@ -112,12 +114,8 @@ impl Application {
         let token = CancellationToken::new();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let background = {
-            let (store, settings, wake, token) = (
-                self.store.clone(),
-                self.settings.clone(),
-                self.wake.clone(),
-                token.clone(),
-            );
+            let (store, settings, token) =
+                (self.store.clone(), self.settings.clone(), token.clone());
             let alive = self.workers_alive.clone();
             // Processing runs on its own runtime whose threads are niced: when
             // CPU is short, acknowledging IPNs wins and the durable inbox
@@ -138,7 +136,7 @@ impl Application {
                                 settings.clone(),
                                 token.clone(),
                             ));
-                            processor::run(store, settings, wake, token.clone()).await;
+                            processor::run(store, settings, token.clone()).await;
                             let _ = janitor.await;
                         }),
                         Err(e) => tracing::error!(error = %e, "cannot start the processor runtime"),

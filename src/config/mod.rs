@@ -156,7 +156,10 @@ pub enum Ack {
 pub struct ProviderSettings {
     pub id: String,
     pub preset: Preset,
+    /// Default merchant for its events (SPEC §3 rule 3).
     pub merchant_id: Option<String>,
+    /// Merchants it may report for; never empty, contains `merchant_id`.
+    pub merchants: Vec<String>,
     /// Empty = any address.
     pub allowed_ips: Vec<IpNet>,
     pub ack: Ack,
@@ -223,5 +226,12 @@ impl Settings {
 
     pub fn merchant(&self, id: &str) -> Option<&MerchantSettings> {
         self.merchants.iter().find(|m| m.id == id)
+    }
+}
+
+impl ProviderSettings {
+    /// May this provider report for merchant `m`?
+    pub fn serves(&self, m: &str) -> bool {
+        self.merchants.iter().any(|x| x == m)
     }
 }

@@ -149,6 +149,7 @@ pub(super) struct RawProvider {
     #[serde(default)]
     pub(super) preset: Preset,
     pub(super) merchant_id: Option<String>,
+    pub(super) merchants: Option<Vec<String>>,
     #[serde(default)]
     pub(super) allowed_ips: Vec<String>,
     pub(super) ack: Option<RawAck>,

@@ -326,10 +326,49 @@ impl Validator<'_> {
         let auth = self.auth(&key, raw.preset, raw.auth, !allowed_ips.is_empty())?;
         let mapping = Mapping::compile(raw.preset, &raw.mapping)
             .map_err(|e| invalid(format!("{key}.{}", e.key), e.message))?;
+        let served = match raw.merchants {
+            Some(list) => list,
+            None => raw.merchant_id.iter().cloned().collect(),
+        };
+        if served.is_empty() {
+            return Err(invalid(
+                format!("{key}.merchants"),
+                format!(
+                    "provider {:?} reports for no merchant: set merchant_id or a non-empty merchants list",
+                    raw.id
+                ),
+            ));
+        }
+        for (j, m) in served.iter().enumerate() {
+            if !merchants.iter().any(|x| &x.id == m) {
+                return Err(invalid(
+                    format!("{key}.merchants[{j}]"),
+                    format!("provider {:?}: no merchant with id {m:?}", raw.id),
+                ));
+            }
+            if served[..j].contains(m) {
+                return Err(invalid(
+                    format!("{key}.merchants[{j}]"),
+                    format!("provider {:?}: merchant {m:?} listed twice", raw.id),
+                ));
+            }
+        }
+        if let Some(m) = &raw.merchant_id {
+            if !served.contains(m) {
+                return Err(invalid(
+                    format!("{key}.merchant_id"),
+                    format!(
+                        "provider {:?}: merchant_id {m:?} is not in its merchants",
+                        raw.id
+                    ),
+                ));
+            }
+        }
         Ok(ProviderSettings {
             id: raw.id,
             preset: raw.preset,
             merchant_id: raw.merchant_id,
+            merchants: served,
             allowed_ips,
             ack,
             reorder_window: dur(raw.reorder_window, "0s"),

@@ -35,7 +35,10 @@ pub async fn requests(
         }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let tasks = state.store.tasks(filter, q.provider.as_deref(), limit)?;
+    let tasks = state
+        .store
+        .tasks(filter, q.provider.as_deref(), limit)
+        .await?;
     let items: Vec<_> = tasks
         .iter()
         .map(|t| {
@@ -62,17 +65,15 @@ pub async fn reprocess(
     let id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::not_found())?;
     match state
         .store
-        .reprocess(id, chrono::Utc::now().timestamp_millis())?
+        .reprocess(id, chrono::Utc::now().timestamp_millis())
+        .await?
     {
-        Reprocess::Queued => {
-            state.wake.notify_one();
-            Ok(HttpResponse::Accepted().json(json!({
-                "status": "processing",
-                "request_id": id,
-                "status_url": state.status_url(&id),
-                "response_url": state.response_url(&id),
-            })))
-        }
+        Reprocess::Queued => Ok(HttpResponse::Accepted().json(json!({
+            "status": "processing",
+            "request_id": id,
+            "status_url": state.status_url(&id),
+            "response_url": state.response_url(&id),
+        }))),
         Reprocess::NotFound => Err(ApiError::NotFound("no stored request with that id".into())),
         Reprocess::NotInError(s) => Err(ApiError::Conflict(format!(
             "only requests in error can be reprocessed; this one is {}",
@@ -97,7 +98,8 @@ pub async fn quarantine(
     require_admin(&req, &state)?;
     let items: Vec<_> = state
         .store
-        .quarantined(q.limit.unwrap_or(100).clamp(1, 1000))?
+        .quarantined(q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?
         .into_iter()
         .map(|r| {
             json!({

@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::config::{Ack, Durability, ProviderSettings};
-use crate::store::{Accepted, QuarantineRecord, RawRequest, TaskState};
+use crate::config::{Ack, ProviderSettings};
+use crate::store::{Accepted, NewIpn, QuarantineRecord, RawRequest, TaskState};
 
 /// Headers not kept with a stored request: credentials, and transport
 /// details of the hop to us that no mapping or audit needs.
@@ -99,7 +99,7 @@ pub async fn ingest(
             headers,
             body: body.to_vec(),
         };
-        if let Err(qe) = state.store.quarantine(&rec) {
+        if let Err(qe) = state.store.quarantine(rec).await {
             tracing::warn!(error = %qe, "could not quarantine a rejected request");
         }
         tracing::info!(provider = %provider.id, reason = %e, "IPN rejected: authentication failed");
@@ -126,25 +126,20 @@ pub async fn ingest(
     };
     let window = state.settings.retention.dedupe_window.as_millis() as i64;
     let new_id = raw.request_id;
-    let accepted = state
-        .store
-        .accept_ipn(raw, doc, window, now.timestamp_millis())?;
-    let ticket = match &accepted {
-        Accepted::New { ticket } | Accepted::Duplicate { ticket, .. } => *ticket,
+    let ipn = NewIpn {
+        request: raw,
+        doc,
+        dedupe_window_ms: window,
     };
-    if state.settings.storage.durability == Durability::Sync {
-        state.store.wait_durable(ticket).await?;
-    }
+    let accepted = state.store.accept(ipn, now.timestamp_millis()).await?;
     Ok(match accepted {
-        Accepted::New { .. } => {
-            state.wake.notify_one();
+        Accepted::New => {
             tracing::debug!(provider = %provider.id, request_id = %new_id, "IPN accepted");
             ack(&state, provider, new_id, "processing", None)
         }
         Accepted::Duplicate {
             request_id,
             state: task_state,
-            ..
         } => {
             tracing::info!(provider = %provider.id, %request_id, "duplicate IPN acknowledged");
             let s = match task_state {

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use actix_web::web;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::store::Store;
@@ -25,11 +24,9 @@ pub use error::ApiError;
 /// Shared by every handler.
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     /// One token bucket per provider (SPEC: `ingress.rate_limit` is per provider).
     pub limiters: HashMap<String, DefaultDirectRateLimiter>,
-    /// Wakes the processor after an accepted IPN.
-    pub wake: Arc<Notify>,
     /// Cleared when a background worker stops unexpectedly (readiness).
     pub workers_alive: Arc<AtomicBool>,
     /// Base of status/response URLs, resolved against the bound port.
@@ -39,8 +36,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         settings: Arc<Settings>,
-        store: Arc<Store>,
-        wake: Arc<Notify>,
+        store: Arc<dyn Store>,
         workers_alive: Arc<AtomicBool>,
         public_url: String,
     ) -> Self {
@@ -58,7 +54,6 @@ impl AppState {
             settings,
             store,
             limiters,
-            wake,
             workers_alive,
             public_url,
         }
@@ -108,12 +103,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/v1/payments/{payment_id}", web::get().to(payments::get))
     .route("/v1/events", web::get().to(payments::events))
     .route(
-        "/v1/return/{payment_id}",
-        web::get().to(returns::browser_return),
+        "/v1/return/{merchant_id}/{payment_id}",
+        web::get().to(returns::merchant_return),
+    )
+    .route(
+        "/v1/return/{merchant_id}/{payment_id}",
+        web::post().to(returns::merchant_return),
     )
     .route(
         "/v1/return/{payment_id}",
-        web::post().to(returns::browser_return),
+        web::get().to(returns::short_return),
+    )
+    .route(
+        "/v1/return/{payment_id}",
+        web::post().to(returns::short_return),
     )
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

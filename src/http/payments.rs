@@ -3,12 +3,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use ulid::Ulid;
 use url::Url;
 
 use super::caller::merchant_scope;
 use super::{ApiError, AppState};
-use crate::store::{EventRecord, PaymentRecord, Registered};
+use crate::store::{EventRecord, PaymentKey, PaymentRecord, Registered, Registration};
+
+/// History entries `GET /v1/payments/{id}` shows at most (the newest).
+const HISTORY_SHOWN: usize = 1000;
 
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -23,7 +25,7 @@ pub struct Scope {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Registration {
+pub struct RegisterBody {
     payment_id: String,
     merchant_site_url: Option<String>,
     provider: Option<String>,
@@ -42,7 +44,7 @@ fn check_payment_id(id: &str) -> Result<(), ApiError> {
 pub async fn register(
     req: HttpRequest,
     scope: web::Query<Scope>,
-    body: web::Json<Registration>,
+    body: web::Json<RegisterBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant_id = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
@@ -67,24 +69,31 @@ pub async fn register(
         }
     };
     if let Some(p) = &body.provider {
-        if state.settings.provider(p).is_none() {
-            return Err(ApiError::Unprocessable(format!("no provider {p:?}")));
+        // An unknown provider and one that does not serve this merchant look alike.
+        if !state
+            .settings
+            .provider(p)
+            .is_some_and(|p| p.serves(&merchant_id))
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "provider {p:?} does not report for merchant {merchant_id:?}"
+            )));
         }
     }
-    let metadata = body.metadata.as_ref().map(Value::to_string);
-    let now = chrono::Utc::now().timestamp_millis();
-    let res = state.store.register_payment(
-        &body.payment_id,
-        &merchant_id,
-        body.provider.clone(),
-        site,
-        metadata,
-        now,
-    )?;
-    match res {
+    let reg = Registration {
+        key: PaymentKey::new(&merchant_id, &body.payment_id),
+        provider: body.provider.clone(),
+        site_url: site,
+        metadata: body.metadata.as_ref().map(Value::to_string),
+        now: chrono::Utc::now().timestamp_millis(),
+    };
+    match state.store.register_payment(reg).await? {
         Registered::Created(rec) => Ok(HttpResponse::Created().json(view(&rec, None))),
+        // The record came from an IPN that arrived first; now it is registered too.
         Registered::Updated(rec) => Ok(HttpResponse::Ok().json(view(&rec, None))),
-        Registered::Taken => Err(ApiError::Conflict("payment_id is not available".into())),
+        Registered::AlreadyRegistered => Err(ApiError::Conflict(
+            "this payment_id is already registered".into(),
+        )),
     }
 }
 
@@ -118,16 +127,18 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant_id = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
-    let id = path.into_inner();
-    // Another merchant's payment is indistinguishable from no payment.
+    // Only the caller's own namespace is looked at: another merchant's
+    // payment of the same id is indistinguishable from no payment.
+    let key = PaymentKey::new(merchant_id, path.into_inner());
     let rec = state
         .store
-        .payment(&id)?
-        .filter(|r| r.merchant_id == merchant_id)
+        .payment(&key)
+        .await?
         .ok_or_else(|| ApiError::NotFound("no such payment".into()))?;
     let history: Vec<Value> = state
         .store
-        .history(&id)?
+        .history(&key, HISTORY_SHOWN)
+        .await?
         .into_iter()
         .map(|h| {
             json!({
@@ -180,14 +191,7 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant_id = merchant_scope(&req, &state, q.merchant_id.as_deref())?;
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(a) => Some(
-            Ulid::from_string(a.strip_prefix("evt_").unwrap_or(a)).map_err(|_| {
-                ApiError::InvalidRequest("after must be an event_id (evt_…)".into())
-            })?,
-        ),
-    };
+    let after = q.after.as_deref().filter(|a| !a.is_empty());
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::InvalidRequest(
@@ -197,7 +201,14 @@ pub async fn events(
     // One extra row tells whether there is more.
     let mut evs = state
         .store
-        .events(&merchant_id, q.payment_id.as_deref(), after, limit + 1)?;
+        .events(&merchant_id, q.payment_id.as_deref(), after, limit + 1)
+        .await?
+        .map_err(|_| {
+            ApiError::InvalidRequest(
+                "after must be the event_id (evt_…) of one of your events that is still kept"
+                    .into(),
+            )
+        })?;
     let has_more = evs.len() > limit;
     evs.truncate(limit);
     let data: Vec<Value> = evs.iter().map(event_json).collect();

@@ -1,4 +1,6 @@
-//! `GET|POST /v1/return/{payment_id}`: send the browser back to the merchant.
+//! `GET|POST /v1/return/{merchant_id}/{payment_id}` (and the short form
+//! `/v1/return/{payment_id}` while one merchant alone has that id): send the
+//! browser back to the merchant.
 //! Only ever to an origin the merchant allowed — never an open redirect.
 
 use std::time::Duration;
@@ -10,7 +12,7 @@ use url::Url;
 
 use super::{ApiError, AppState};
 use crate::returns::{return_url, ReturnParams};
-use crate::store::PaymentRecord;
+use crate::store::{PaymentKey, PaymentRecord};
 
 fn page(status: actix_web::http::StatusCode, title: &str, text: &str) -> HttpResponse {
     let esc = |s: &str| {
@@ -31,19 +33,58 @@ fn page(status: actix_web::http::StatusCode, title: &str, text: &str) -> HttpRes
         ))
 }
 
-pub async fn browser_return(
+fn not_found() -> HttpResponse {
+    page(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "Payment not found",
+        "We could not find this payment.",
+    )
+}
+
+pub async fn merchant_return(
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (merchant_id, payment_id) = path.into_inner();
+    if state.settings.merchant(&merchant_id).is_none() {
+        return Ok(not_found());
+    }
+    let key = PaymentKey::new(merchant_id, payment_id);
+    match state.store.payment(&key).await? {
+        Some(rec) => redirect(&state, rec).await,
+        None => Ok(not_found()),
+    }
+}
+
+/// The short form: only while exactly one merchant has this payment id.
+pub async fn short_return(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let payment_id = path.into_inner();
+    let mut found = None;
+    for m in &state.settings.merchants {
+        if let Some(rec) = state
+            .store
+            .payment(&PaymentKey::new(&m.id, &payment_id))
+            .await?
+        {
+            if found.is_some() {
+                // Ambiguous: say nothing about either.
+                return Ok(not_found());
+            }
+            found = Some(rec);
+        }
+    }
+    match found {
+        Some(rec) => redirect(&state, rec).await,
+        None => Ok(not_found()),
+    }
+}
+
+async fn redirect(state: &AppState, mut rec: PaymentRecord) -> Result<HttpResponse, ApiError> {
     use actix_web::http::StatusCode;
-    let id = path.into_inner();
-    let Some(mut rec) = state.store.payment(&id)? else {
-        return Ok(page(
-            StatusCode::NOT_FOUND,
-            "Payment not found",
-            "We could not find this payment.",
-        ));
-    };
+    let key = rec.key();
     let wait = state.settings.returns.wait_for_final;
     if !wait.is_zero() {
         let deadline = tokio::time::Instant::now() + wait;
@@ -51,7 +92,7 @@ pub async fn browser_return(
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            rec = state.store.payment(&id)?.unwrap_or(rec);
+            rec = state.store.payment(&key).await?.unwrap_or(rec);
         }
     }
     let Some(merchant) = state.settings.merchant(&rec.merchant_id) else {

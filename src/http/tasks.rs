@@ -21,10 +21,14 @@ fn visible(state: &AppState, t: &TaskRecord, now: i64) -> bool {
 
 /// The task behind a raw id if the async API still shows it, else the
 /// 404 `unknown` answer.
-fn load(state: &AppState, raw: &str) -> Result<Result<TaskRecord, HttpResponse>, ApiError> {
+async fn load(state: &AppState, raw: &str) -> Result<Result<TaskRecord, HttpResponse>, ApiError> {
     let now = chrono::Utc::now().timestamp_millis();
     let task = match Uuid::parse_str(raw) {
-        Ok(id) => state.store.task(id)?.filter(|t| visible(state, t, now)),
+        Ok(id) => state
+            .store
+            .task(id)
+            .await?
+            .filter(|t| visible(state, t, now)),
         Err(_) => None,
     };
     Ok(task.ok_or_else(|| unknown(raw)))
@@ -38,7 +42,7 @@ pub async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = match load(&state, &path.into_inner())? {
+    let t = match load(&state, &path.into_inner()).await? {
         Ok(t) => t,
         Err(unknown) => return Ok(unknown),
     };
@@ -57,7 +61,7 @@ pub async fn result(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let t = match load(&state, &raw)? {
+    let t = match load(&state, &raw).await? {
         Ok(t) => t,
         Err(unknown) => return Ok(unknown),
     };
@@ -68,7 +72,7 @@ pub async fn result(
             "request_id": t.request_id,
             "events": t.events,
         })),
-        TaskState::Error => match state.store.take_error(t.request_id)? {
+        TaskState::Error => match state.store.take_error(t.request_id).await? {
             // Handed out exactly once; a concurrent reader that lost the race sees unknown.
             Some(t) => {
                 let e = t.error.unwrap_or(crate::store::TaskError {

@@ -1,238 +1,188 @@
-//! The one door to sled. Callers see typed records and verbs
-//! (`accept_ipn`, `complete`, `fail`, …), never trees or key encodings, so a
-//! second backend can come later behind the same API.
+//! The store interface: every verb the processor and the HTTP layer use,
+//! in domain terms. Callers see records, plans and [`WorkId`]s, never
+//! trees, tickets, cursors or key encodings; the embedded backend is sled
+//! ([`sled_backend::SledStore`]), and a PostgreSQL backend can implement the same
+//! trait and run the same [`conformance`] suite.
 //!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `requests` | request_id (16 bytes) | [`RawRequest`] |
-//! | `tasks` | request_id | [`TaskRecord`] |
-//! | `inbox` | arrival seq (u64 BE) | request_id — work not yet processed |
-//! | `dedupe` | provider ‖ 0 ‖ event key | [`DedupeRecord`] |
-//! | `quarantine` | seq (u64 BE) | [`QuarantineRecord`] (last 1000) |
-//! | `payments` | payment_id | [`PaymentRecord`] |
-//! | `events` | merchant_id ‖ 0 ‖ ulid (u128 BE) | [`EventRecord`] |
+//! ## Commit scheme: one atomic write per logical change
 //!
-//! Big-endian keys make scans come out in arrival / time order.
+//! | verb | what it writes, atomically |
+//! |---|---|
+//! | [`Store::accept`] | dedupe key, raw request, its (implicit `processing`) task, inbox entry |
+//! | [`Store::apply`] | per plan: payment state, history entries, events, the task result, inbox removal |
+//! | [`Store::register_payment`], [`Store::take_error`], [`Store::reprocess`], [`Store::quarantine`] | their one record (reprocess: task reset + inbox entry) |
 //!
-//! No sled transactions: in sled 0.34 each one takes a global exclusive lock
-//! and seals an atomic log batch, which cut the durable ack rate ~3x in
-//! `benches/ingest.rs`. Multi-tree changes are instead ordered plain writes
-//! whose every crash-prefix is harmless or replays exactly once; each verb
-//! documents its order. Read-modify-writes of one key run under an
-//! in-process lock striped by key (sled admits one process per store).
+//! So every crash point is harmless by construction: after a restart each
+//! change is there whole or not at all. An accepted IPN whose inbox entry is
+//! there is processed; one that is not was never acknowledged. A plan whose
+//! inbox entry is gone was applied already (`Applied::AlreadyDone`), and one
+//! decided on a payment that moved since is refused (`Applied::Conflict`),
+//! so no double apply is possible even when work is handed out twice.
+//! Event ids are derived from (request, item) ([`event_id`]), so a request
+//! that is re-applied after a crash names its events the same.
+//!
+//! The status rule is not in the store: the processor reads, decides
+//! (pure), and hands the store a [`Plan`] to apply.
+//!
+//! ## Durability
+//!
+//! With `durability = "sync"`, `accept` and the other request-facing write
+//! verbs return only when their write is fsynced. `apply` returns once its
+//! write is committed; the events it wrote become visible to
+//! [`Store::events`] only once they are durable, so nobody reads an event
+//! that a crash could take back.
+//!
+//! ## Mapping onto PostgreSQL (a later backend)
+//!
+//! - `accept`: one transaction: `INSERT … ON CONFLICT DO NOTHING` into
+//!   `dedupe (provider, event_key)`, then, if new, `requests` and `inbox
+//!   (id bigserial, request_id)`; commit (synchronous_commit on) before the ack.
+//! - `next_work`: `SELECT … FROM inbox WHERE lease_until < now() ORDER BY id
+//!   LIMIT n FOR UPDATE SKIP LOCKED`, setting a lease; several nodes share the
+//!   inbox. Per-payment order across nodes: a node claims the inbox rows of
+//!   a payment together (`pg_advisory_xact_lock(hash(payment_id))` while
+//!   claiming), so one payment's requests are in flight on one node at a time.
+//! - `apply`: one transaction per call: for each plan, `DELETE FROM inbox
+//!   WHERE id = $work RETURNING 1` (none: `AlreadyDone`), `SELECT version FROM
+//!   payments … FOR UPDATE` and compare with the plan (`Conflict`: roll back
+//!   that plan's savepoint), then `INSERT` history/events/task result and
+//!   `UPDATE payments`.
+//! - reads are plain `SELECT`s scoped by merchant; the event feed orders by
+//!   a `bigserial` assigned at insert and shows rows of committed
+//!   transactions only.
 
-mod apply;
-pub mod flush;
-mod ingest;
-mod payments;
+mod conformance;
 pub mod records;
-mod retention;
-mod tasks;
+pub mod sled_backend;
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sled::Tree;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use ulid::Ulid;
 use uuid::Uuid;
 
-use crate::domain::Candidate;
+use crate::domain::rule::PaymentState;
 pub use records::*;
-
-const FORMAT: u8 = 1;
-const QUARANTINE_KEEP: u64 = 1000;
-/// Most requests, and most body bytes, waiting in the in-memory handoff to
-/// the processor; beyond, the processor reads them back from the inbox.
-const HANDOFF_KEEP: usize = 16_384;
-const HANDOFF_BYTES: usize = 32 << 20;
-/// Appended to the request id in an inbox entry that `reprocess` queued:
-/// an earlier attempt left state behind, so the replay checks must run.
-const INBOX_REPROCESS: &[u8] = b"r";
-/// History entries a payment keeps (oldest dropped first). A replay only
-/// looks for the request in flight, so this only needs to exceed one
-/// request's items.
-const HISTORY_KEEP: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store I/O: {0}")]
-    Sled(#[from] sled::Error),
+    Io(String),
     #[error("store record could not be decoded: {0}")]
     Codec(String),
     #[error("store flush failed")]
-    Flush(#[from] flush::FlushFailed),
+    Flush,
     #[error("cannot open store: {0}")]
     Open(String),
+    #[error("the store is shutting down")]
+    Closed,
 }
 
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(v, vec![FORMAT]).map_err(|e| StoreError::Codec(e.to_string()))
-}
+/// A place in the inbox: arrival order, opaque to callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkId(pub u64);
 
-fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
-    match b.split_first() {
-        Some((&FORMAT, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))
-        }
-        _ => Err(StoreError::Codec("unknown record format".into())),
-    }
-}
-
-/// The task of a stored request that has no task record yet.
-fn processing_task(r: &RawRequest) -> TaskRecord {
-    TaskRecord {
-        request_id: r.request_id,
-        provider: r.provider.clone(),
-        state: TaskState::Processing,
-        created_at: r.received_at,
-        finished_at: None,
-        events: Vec::new(),
-        error: None,
-        error_read: false,
-    }
-}
-
-fn joined(a: &str, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + 1 + rest.len());
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k.extend_from_slice(rest);
-    k
-}
-
-/// New inbox entries held in memory for the processor.
-#[derive(Default)]
-struct Handoff {
-    requests: BTreeMap<u64, Fresh>,
-    /// Body bytes in `requests`.
-    bytes: usize,
-    /// Inbox entries ever added without a copy here (handoff full, or a
-    /// reprocess). While it has not moved, the handoff holds every entry the
-    /// processor has not taken yet.
-    missed: u64,
-}
-
-impl Handoff {
-    /// Keep a new entry's request, if there is room; else count it missed.
-    fn offer(&mut self, seq: u64, fresh: Fresh) {
-        let len = fresh.request.body.len();
-        if self.requests.len() < HANDOFF_KEEP && self.bytes + len <= HANDOFF_BYTES {
-            self.bytes += len;
-            self.requests.insert(seq, fresh);
-        } else {
-            self.missed += 1;
-        }
-    }
-
-    fn take(&mut self, seq: u64) -> Option<Fresh> {
-        let f = self.requests.remove(&seq)?;
-        self.bytes -= f.request.body.len();
-        Some(f)
-    }
-
-    /// The first `limit` entries, in seq order.
-    fn take_first(&mut self, limit: usize) -> Vec<(u64, Fresh)> {
-        let rest = match self.requests.keys().nth(limit).copied() {
-            Some(first_left) => self.requests.split_off(&first_left),
-            None => BTreeMap::new(),
-        };
-        let taken = std::mem::replace(&mut self.requests, rest);
-        self.bytes -= taken.values().map(|f| f.request.body.len()).sum::<usize>();
-        taken.into_iter().collect()
-    }
-}
-
-/// Where [`Store::pending`] reads the inbox from; kept by its one caller.
-#[derive(Debug, Default)]
-pub struct InboxCursor {
-    /// Highest seq handed out.
-    pub last: Option<u64>,
-    /// `Handoff::missed` as of the last read of the whole inbox tail from
-    /// disk; None until one (so a restart always reads the disk first).
-    synced: Option<u64>,
-}
-
-impl InboxCursor {
-    /// Read again from `seq` on, from disk (after failing to load it).
-    pub fn rewind(&mut self, seq: u64) {
-        self.last = seq.checked_sub(1);
-        self.synced = None;
-    }
-}
-
-/// A request handed over in memory by the ingest that accepted it.
+/// An authenticated IPN to accept.
 #[derive(Debug, Clone)]
-pub struct Fresh {
-    pub request: Arc<RawRequest>,
-    /// Its body as the ingest parsed it (`mapping::parse_body`), if it did.
-    pub doc: Option<Arc<serde_json::Value>>,
+pub struct NewIpn {
+    pub request: RawRequest,
+    /// Its body as the ingest parsed it, handed to the processor with it.
+    pub doc: Option<serde_json::Value>,
+    /// `retention.dedupe_window` in milliseconds.
+    pub dedupe_window_ms: i64,
 }
 
-/// One inbox entry to process, from [`Store::pending`].
-#[derive(Debug)]
-pub struct Pending {
-    pub seq: u64,
-    pub request_id: Uuid,
-    /// The request, if this process accepted it and still held it in memory.
-    pub held: Option<Fresh>,
-    /// Nothing of it can be in the store yet: this process accepted it and
-    /// has not tried it (no reprocess either), so no replay checks are needed.
-    pub first_attempt: bool,
-}
-
-/// Result of [`Store::accept_ipn`]. Either way, wait for `ticket` before acking.
+/// Result of [`Store::accept`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
-    New {
-        ticket: u64,
-    },
+    New,
     /// Seen within the dedupe window: answer with the original request.
     Duplicate {
         request_id: Uuid,
         state: Option<TaskState>,
-        ticket: u64,
     },
 }
 
-/// Names the merchant of a candidate, given the payment's current record.
-pub type MerchantResolver<'a> =
-    dyn Fn(Option<&PaymentRecord>, &Candidate) -> Result<String, TaskError> + 'a;
-
-/// One stored request and its mapped events, for [`Store::complete`].
-#[derive(Debug, Clone, Copy)]
-pub struct WorkItem<'a> {
-    pub seq: u64,
-    pub request_id: Uuid,
-    pub request: &'a RawRequest,
-    pub candidates: &'a [Candidate],
-    /// First attempt at a request this process accepted (see
-    /// [`Pending::first_attempt`]): nothing of it can be in the store yet, so
-    /// the replay checks are skipped.
-    pub fresh: bool,
+/// One accepted request to process, in arrival order.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub id: WorkId,
+    pub request: Arc<RawRequest>,
+    pub doc: Option<Arc<serde_json::Value>>,
 }
 
-/// Result of [`Store::complete`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    Completed(Vec<TaskEvent>),
-    /// The merchant resolver refused an event; the task ended in this error.
-    Failed(TaskError),
-    /// Already processed (a replay after a crash): nothing changed.
+/// What one processed request does, decided by the processor.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// The task ends `completed` with these results.
+    Complete {
+        work: WorkId,
+        request_id: Uuid,
+        events: Vec<TaskEvent>,
+        changes: Vec<PaymentChange>,
+        now: i64,
+    },
+    Fail {
+        work: WorkId,
+        request_id: Uuid,
+        error: TaskError,
+        now: i64,
+    },
+}
+
+impl Plan {
+    pub fn work(&self) -> WorkId {
+        match self {
+            Plan::Complete { work, .. } | Plan::Fail { work, .. } => *work,
+        }
+    }
+}
+
+/// One candidate event's effect on one payment.
+#[derive(Debug, Clone)]
+pub struct PaymentChange {
+    pub key: PaymentKey,
+    /// The payment's version the decision was made on (0: no record yet).
+    pub base_version: u64,
+    pub provider: String,
+    /// The new state when the change was applied; None for duplicate/stale.
+    pub state: Option<PaymentState>,
+    pub ipn_site_url: Option<String>,
+    pub history: HistoryEntry,
+    pub event: Option<EventRecord>,
+    pub now: i64,
+}
+
+/// Result of one plan in [`Store::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// Its inbox entry is gone: applied before (nothing written now).
     AlreadyDone,
+    /// A payment it names moved since the decision: nothing written; decide again.
+    Conflict,
+}
+
+/// A payment registration (`POST /v1/payments`).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub key: PaymentKey,
+    pub provider: Option<String>,
+    pub site_url: Option<String>,
+    pub metadata: Option<String>,
+    pub now: i64,
 }
 
 /// Outcome of [`Store::register_payment`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
     Created(PaymentRecord),
+    /// An IPN had created the record; now it is registered too.
     Updated(PaymentRecord),
-    /// The id belongs to another merchant.
-    Taken,
+    /// This merchant registered this payment id before.
+    AlreadyRegistered,
 }
 
 /// Outcome of [`Store::reprocess`].
@@ -242,6 +192,10 @@ pub enum Reprocess {
     NotFound,
     NotInError(TaskState),
 }
+
+/// Outcome of [`Store::events`] with a cursor that names no event of the merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownCursor;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
@@ -258,117 +212,92 @@ pub struct RetentionMs {
     pub events: i64,
 }
 
-pub struct Store {
-    db: sled::Db,
-    requests: Tree,
-    tasks: Tree,
-    inbox: Tree,
-    dedupe: Tree,
-    quarantine: Tree,
-    payments: Tree,
-    events: Tree,
-    meta: Tree,
-    commit: flush::GroupCommit,
-    quarantine_seq: AtomicU64,
-    ulids: Mutex<ulid::Generator>,
-    /// Serialise check-then-insert on one dedupe key (`accept_ipn`), and
-    /// read-modify-write of one payment (`complete`, `register_payment`).
-    /// Two sets, so that the niced processor can never hold a lock an
-    /// acknowledging request waits for.
-    ingest_locks: Vec<Mutex<()>>,
-    payment_locks: Vec<Mutex<()>>,
-    /// Requests accepted by this process and not yet picked up, by inbox
-    /// seq: the processor takes them from here instead of reading the inbox
-    /// back (see [`Store::pending`]). Only a shortcut; the inbox stays the truth.
-    handoff: Mutex<Handoff>,
-    /// Held from taking an inbox seq until the entry is committed, so inbox
-    /// entries become visible in seq order: the processor reads the inbox
-    /// with a cursor and would never see an entry committed behind it.
-    inbox_order: Mutex<()>,
-    /// An id taken at open: inbox entries above it were accepted by this
-    /// process (sled ids only grow, across crashes too).
-    boot_seq: u64,
+/// The deterministic id of the event that item `idx` of request
+/// `request_id` (received at `received_at`, unix ms) applies: a ULID whose
+/// time is the arrival and whose random part is a hash of (request, item).
+pub fn event_id(request_id: Uuid, idx: usize, received_at: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(request_id.as_bytes());
+    h.update((idx as u64).to_be_bytes());
+    let d = h.finalize();
+    let mut r = [0u8; 16];
+    r[6..].copy_from_slice(&d[..10]);
+    let rand = u128::from_be_bytes(r);
+    let ulid = Ulid::from_parts(received_at.max(0) as u64, rand);
+    format!("evt_{ulid}")
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(1000))
-            .open()?;
-        // sled 0.34 keeps its log in `<path>/db`; see flush.rs for why we fdatasync it.
-        let data_file = File::open(path.join("db"))
-            .map_err(|e| StoreError::Open(format!("{}/db: {e}", path.display())))?;
-        let quarantine = db.open_tree("quarantine")?;
-        let next_q = match quarantine.last()? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
-            None => 0,
-        };
-        Ok(Store {
-            requests: db.open_tree("requests")?,
-            tasks: db.open_tree("tasks")?,
-            inbox: db.open_tree("inbox")?,
-            dedupe: db.open_tree("dedupe")?,
-            payments: db.open_tree("payments")?,
-            events: db.open_tree("events")?,
-            meta: db.open_tree("meta")?,
-            quarantine,
-            commit: flush::GroupCommit::start(db.clone(), data_file),
-            quarantine_seq: AtomicU64::new(next_q),
-            ulids: Mutex::new(ulid::Generator::new()),
-            ingest_locks: (0..64).map(|_| Mutex::new(())).collect(),
-            payment_locks: (0..64).map(|_| Mutex::new(())).collect(),
-            handoff: Mutex::new(Handoff::default()),
-            inbox_order: Mutex::new(()),
-            boot_seq: db.generate_id()?,
-            db,
-        })
-    }
+/// The store, whatever the backend. Every write verb is one atomic write.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Dedupe, then store the raw request, its task and inbox entry (one
+    /// write). Durable on return with `durability = "sync"`.
+    async fn accept(&self, ipn: NewIpn, now: i64) -> Result<Accepted, StoreError>;
 
-    /// Flush everything and stop the flusher (shutdown).
-    pub fn close(&self) {
-        self.commit.stop();
-    }
+    /// Up to `limit` requests to process, oldest first, each handed out
+    /// once per process until applied; waits up to `wait` for one.
+    async fn next_work(&self, limit: usize, wait: Duration) -> Result<Vec<Work>, StoreError>;
 
-    /// Wait until everything written before `ticket` was taken is on disk.
-    pub async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
-        Ok(self.commit.wait(ticket).await?)
-    }
+    /// Apply plans, in order, in one atomic write; one result per plan.
+    async fn apply(&self, plans: Vec<Plan>) -> Result<Vec<Applied>, StoreError>;
 
-    /// Are writes (IPN acknowledgements, mostly) waiting for a flush now?
-    pub fn acks_waiting(&self) -> bool {
-        self.commit.busy()
-    }
+    async fn payment(&self, key: &PaymentKey) -> Result<Option<PaymentRecord>, StoreError>;
+
+    /// A payment's history, oldest first (at most `limit`, the newest).
+    async fn history(
+        &self,
+        key: &PaymentKey,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Durable applied events of a merchant, in the order they were
+    /// applied, strictly after the event `after`.
+    async fn events(
+        &self,
+        merchant_id: &str,
+        payment_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Result<Vec<EventRecord>, UnknownCursor>, StoreError>;
+
+    async fn register_payment(&self, reg: Registration) -> Result<Registered, StoreError>;
+
+    /// A task: its record once processing ended (or was restarted by
+    /// `reprocess`); before that, a stored request is a task in `processing`.
+    async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>, StoreError>;
+
+    async fn request(&self, id: Uuid) -> Result<Option<RawRequest>, StoreError>;
+
+    /// Hand out an error result exactly once: marks it read and returns it,
+    /// or None if there is no unread error result.
+    async fn take_error(&self, id: Uuid) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// Put an errored request back to work (after the operator fixed the config).
+    async fn reprocess(&self, id: Uuid, now: i64) -> Result<Reprocess, StoreError>;
+
+    /// Tasks, optionally filtered, newest first (admin listing).
+    async fn tasks(
+        &self,
+        state: Option<TaskState>,
+        provider: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// Keep a request that failed authentication (bounded: the last 1000).
+    async fn quarantine(&self, rec: QuarantineRecord) -> Result<(), StoreError>;
+
+    /// Newest first.
+    async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
 
     /// Is the store writable and durable right now? (readiness probe)
-    pub async fn probe(&self, now: i64) -> Result<(), StoreError> {
-        self.meta.insert("probe", &now.to_be_bytes())?;
-        let t = self.commit.ticket();
-        self.wait_durable(t).await
-    }
+    async fn probe(&self, now: i64) -> Result<(), StoreError>;
 
-    fn stripe<'a>(locks: &'a [Mutex<()>], key: &[u8]) -> std::sync::MutexGuard<'a, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let lock = &locks[(h.finish() as usize) % locks.len()];
-        lock.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    /// Drop what retention no longer keeps. Unprocessed requests are never dropped.
+    async fn purge_expired(&self, now: i64, r: RetentionMs) -> Result<Purged, StoreError>;
 
-    fn payment_lock(&self, payment_id: &str) -> std::sync::MutexGuard<'_, ()> {
-        Self::stripe(&self.payment_locks, payment_id.as_bytes())
-    }
+    /// Are acknowledgements waiting for their durable write right now?
+    fn acks_waiting(&self) -> bool;
 
-    fn next_ulid(&self) -> Ulid {
-        let mut g = self.ulids.lock().unwrap_or_else(|e| e.into_inner());
-        g.generate().unwrap_or_else(|_| Ulid::new())
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.commit.stop();
-    }
+    /// Flush everything and stop background threads (shutdown). Idempotent.
+    fn close(&self);
 }

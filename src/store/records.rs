@@ -82,7 +82,24 @@ pub struct QuarantineRecord {
     pub body: Vec<u8>,
 }
 
+/// A payment of one merchant: (merchant, payment_id) is its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PaymentKey {
+    pub merchant_id: String,
+    pub payment_id: String,
+}
+
+impl PaymentKey {
+    pub fn new(merchant_id: impl Into<String>, payment_id: impl Into<String>) -> Self {
+        PaymentKey {
+            merchant_id: merchant_id.into(),
+            payment_id: payment_id.into(),
+        }
+    }
+}
+
 /// One payment (`payments` tree). Exists from registration or the first IPN.
+/// Its history lives under its own keys, so the record stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
     pub payment_id: String,
@@ -90,26 +107,31 @@ pub struct PaymentRecord {
     pub provider: Option<String>,
     /// None until an IPN was applied (registered only).
     pub state: Option<PaymentState>,
+    /// Registered through `POST /v1/payments` (not only seen in an IPN).
+    pub registered: bool,
     pub registered_site_url: Option<String>,
     pub ipn_site_url: Option<String>,
     /// Merchant metadata from registration, as JSON text.
     pub metadata: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-    /// Everything that happened to this payment, applied or not, in arrival
-    /// order (the newest `HISTORY_KEEP`). Written in the same insert as the
-    /// state, it is also how a replay after a crash knows that an item
-    /// already counted (see `Store::complete`).
-    pub history: Vec<HistoryEntry>,
+    /// History entries recorded so far; a plan names the version it was
+    /// decided on, and the store refuses it if the payment moved since.
+    pub version: u64,
+}
+
+impl PaymentRecord {
+    pub fn key(&self) -> PaymentKey {
+        PaymentKey::new(&self.merchant_id, &self.payment_id)
+    }
 }
 
 /// One request item as it was applied to a payment (or recorded as
 /// duplicate / stale).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// Inbox seq of the request and the item's index in it.
-    pub seq: u64,
-    pub idx: u16,
+    /// Its place in the payment's history: the payment's version before it.
+    pub version: u64,
     pub sequence: Option<u64>,
     pub status: Status,
     pub outcome: Outcome,
@@ -120,7 +142,9 @@ pub struct HistoryEntry {
     pub provider_event_id: Option<String>,
 }
 
-/// One applied change: what merchants are notified of and can poll (`events` tree).
+/// One applied change: what merchants are notified of and can poll (`events`).
+/// Its `event_id` is derived from the request and the item (see
+/// [`super::event_id`]), so a replay after a crash names it the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub event_id: String,

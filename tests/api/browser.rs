@@ -177,7 +177,9 @@ fn dump_dom(chrome: &std::path::Path, url: &str) -> String {
 async fn setup(merchant: &Merchant, pay: &str) -> TestApp {
     let body = format!(
         "{BASE}\n[[merchants]]\nid = \"browser-shop\"\napi_keys = [\"browser-key\"]\n\
-         allowed_return_origins = [\"{}\"]\n",
+         allowed_return_origins = [\"{}\"]\n\
+         [[providers]]\nid = \"browser-psp\"\nmerchant_id = \"browser-shop\"\n\
+         [providers.auth]\nsecrets = [\"browser-secret\"]\n",
         merchant.origin()
     );
     let app = spawn_with("", &body).await;
@@ -194,7 +196,10 @@ async fn setup(merchant: &Merchant, pay: &str) -> TestApp {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let (code, res) = app
-        .ipn_result("acme", &generic(&format!("{pay}_ev"), pay, "Succeed"))
+        .ipn_result(
+            "browser-psp",
+            &generic(&format!("{pay}_ev"), pay, "succeeded"),
+        )
         .await;
     assert_eq!(code, 200, "{res}");
     assert_eq!(res["events"][0]["status"], "succeeded");
@@ -228,7 +233,7 @@ async fn a_browser_following_the_return_lands_on_the_merchant_page() {
     let merchant = Merchant::start();
     let pay = "browser_get_1";
     let app = setup(&merchant, pay).await;
-    let url = app.url(&format!("/v1/return/{pay}"));
+    let url = app.url(&format!("/v1/return/browser-shop/{pay}"));
     let dom = tokio::task::spawn_blocking(move || dump_dom(&chrome, &url))
         .await
         .unwrap();

@@ -162,8 +162,8 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
         (
             "duplicate provider ids",
             with(&format!(
-                "[[providers]]\nid = \"acme\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n\
-                 [[providers]]\nid = \"acme\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]"
+                "[[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n\
+                 [[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n{MERCHANT}"
             )),
             vec!["providers[1].id", "acme"],
         ),

@@ -36,6 +36,7 @@ Refunded = "refunded"
 
 [[providers]]
 id = "nomerchant"
+merchants = ["shop-1", "shop-2"]
 [providers.auth]
 secrets = ["nm-secret"]
 

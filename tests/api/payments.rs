@@ -42,22 +42,23 @@ async fn registering_a_payment_checks_the_return_origin_and_ownership() {
     let (code, _) = app.get_auth("/v1/payments/reg_2", SHOP_KEY).await;
     assert_eq!(code, 404, "a refused registration stores nothing");
 
-    // The same merchant again: 200, updated.
+    // The same merchant again: 409, nothing changed.
     let (code, v) = register(
         &app,
         SHOP_KEY,
         &json!({"payment_id": "reg_1", "merchant_site_url": "https://shop.example.com/pay/again"}),
     )
     .await;
-    assert_eq!(code, 200, "{v}");
-    assert_eq!(v["merchant_site_url"], "https://shop.example.com/pay/again");
-
-    // Another merchant cannot take the id.
-    let (code, v) = register(&app, OTHER_KEY, &json!({"payment_id": "reg_1"})).await;
     assert_eq!(code, 409, "{v}");
     assert_eq!(error_code(&v), "conflict");
+
+    // Another merchant's id of the same name is its own payment.
+    let (code, v) = register(&app, OTHER_KEY, &json!({"payment_id": "reg_1"})).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["merchant_id"], "shop-2");
     let (_, p) = app.get_auth("/v1/payments/reg_1", SHOP_KEY).await;
     assert_eq!(p["merchant_id"], "shop-1");
+    assert_ne!(p["merchant_site_url"], "https://shop.example.com/pay/again");
 }
 
 #[tokio::test]
@@ -214,9 +215,16 @@ async fn events_are_oldest_first_and_paginate_with_after_and_limit() {
         expected.push(r["events"][0]["event_id"].as_str().unwrap().to_string());
     }
     // Another merchant's event never shows up.
-    register(&app, OTHER_KEY, &json!({"payment_id": "ev_other"})).await;
-    app.ipn_result("acme", &generic("e_other", "ev_other", "Succeed"))
-        .await;
+    app.ipn_result(
+        "nomerchant",
+        &ipn(
+            "e_other",
+            "ev_other",
+            "succeeded",
+            json!({"merchant": "shop-2"}),
+        ),
+    )
+    .await;
 
     let (code, all) = app.get_auth("/v1/events", SHOP_KEY).await;
     assert_eq!(code, 200);
@@ -292,13 +300,14 @@ async fn events_are_oldest_first_and_paginate_with_after_and_limit() {
 }
 
 #[tokio::test]
-async fn a_registered_payment_belongs_to_its_merchant_not_the_provider_default() {
+async fn a_registered_payment_resolves_among_the_providers_merchants() {
     let app = spawn_app().await;
     let (code, _) = register(&app, OTHER_KEY, &json!({"payment_id": "mine_2"})).await;
     assert_eq!(code, 201);
-    // acme's default merchant is shop-1.
+    // nomerchant reports for shop-1 and shop-2 and has no default: the
+    // registration says whose payment it is.
     let (code, r) = app
-        .ipn_result("acme", &generic("r_1", "mine_2", "Succeed"))
+        .ipn_result("nomerchant", &generic("r_1", "mine_2", "succeeded"))
         .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["events"][0]["outcome"], "applied");
@@ -342,8 +351,8 @@ async fn an_ipn_whose_merchant_cannot_be_resolved_ends_in_unknown_merchant_once(
         .await;
     assert_eq!(code, 404);
 
-    // Naming a merchant that is not configured: same error, even where the
-    // provider has a default merchant.
+    // Naming a merchant the provider does not report for (here: one that is
+    // not configured) is refused, even where the provider has a default.
     for provider in ["nomerchant", "acme"] {
         let (code, v) = app
             .ipn_result(
@@ -357,7 +366,7 @@ async fn an_ipn_whose_merchant_cannot_be_resolved_ends_in_unknown_merchant_once(
             )
             .await;
         assert_eq!(code, 422, "{provider}: {v}");
-        assert_eq!(v["code"], "unknown_merchant", "{provider}");
+        assert_eq!(v["code"], "merchant_not_allowed", "{provider}");
     }
 
     // Naming a configured merchant works without a provider default.

@@ -1,0 +1,269 @@
+//! Inbox → applied state.
+//!
+//! The loop ([`run`]) takes accepted requests from the store in arrival
+//! order, maps each one (pure: [`prepare`]), lets the [`schedule`] say which
+//! may apply now (per-payment order, reorder windows), decides each event
+//! with the pure status rule ([`plan`]), and hands the store one batch of
+//! plans, which it applies in one atomic write. Nothing here is kept across
+//! a restart: the store hands out again whatever was not applied.
+
+pub mod plan;
+pub mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::domain::Candidate;
+use crate::store::{Applied, Plan, RawRequest, Store, StoreError, TaskError, Work};
+use plan::{plan_one, Seen};
+use schedule::{Pending, Schedule};
+
+/// Unix milliseconds now. Only loops call this; steps take `now` as input.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn task_error(code: &str, message: impl Into<String>) -> TaskError {
+    TaskError {
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Map a stored request to candidate events (pure).
+///
+/// `doc`: the body as the ingest already parsed it, if at hand.
+pub fn prepare(
+    settings: &Settings,
+    req: &RawRequest,
+    doc: Option<&serde_json::Value>,
+) -> Result<Vec<Candidate>, TaskError> {
+    let provider = settings.provider(&req.provider).ok_or_else(|| {
+        task_error(
+            "unknown_provider",
+            format!("provider {:?} is no longer configured", req.provider),
+        )
+    })?;
+    let candidates = match doc {
+        Some(doc) => provider.mapping.extract(&req.headers, doc),
+        None => provider
+            .mapping
+            .map_request(&req.headers, req.content_type.as_deref(), &req.body),
+    }
+    .map_err(|e| task_error(e.code(), e.to_string()))?;
+    for c in &candidates {
+        let ok = !c.payment_id.is_empty()
+            && c.payment_id.len() <= 200
+            && !c.payment_id.chars().any(char::is_control);
+        if !ok {
+            return Err(task_error(
+                "invalid_payment_id",
+                "payment_id must be 1-200 characters without control characters",
+            ));
+        }
+    }
+    Ok(candidates)
+}
+
+/// Requests the loop takes from the store at once, and most it keeps
+/// waiting in the schedule (the rest waits in the store).
+const PAGE: usize = 256;
+const MAX_WAITING: usize = 8192;
+/// Most requests planned and applied in one store write.
+const BATCH: usize = 256;
+
+/// The processor loop, until `shutdown`.
+pub async fn run(store: Arc<dyn Store>, settings: Arc<Settings>, shutdown: CancellationToken) {
+    let mut sched = Schedule::default();
+    let mut more_ready = false;
+    loop {
+        let now = now_ms();
+        let wait = if more_ready {
+            Duration::ZERO
+        } else {
+            match sched.next_deadline() {
+                Some(d) => Duration::from_millis(d.saturating_sub(now).clamp(0, 1000) as u64),
+                None => Duration::from_secs(1),
+            }
+        };
+        if sched.len() < MAX_WAITING {
+            let work = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                w = store.next_work(PAGE, wait) => w,
+            };
+            match work {
+                Ok(work) => {
+                    for w in work {
+                        sched.push(pending(&settings, w));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the inbox; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        } else if !more_ready {
+            tokio::time::sleep(wait).await;
+        }
+        let ready = sched.take_ready(now_ms(), BATCH);
+        more_ready = ready.len() >= BATCH;
+        if ready.is_empty() {
+            continue;
+        }
+        let oldest = ready.iter().map(|p| p.work.request.received_at).min();
+        if !yield_to_acks(&*store, oldest.unwrap_or(0), &shutdown).await {
+            break;
+        }
+        if !apply_ready(&*store, &settings, ready, &shutdown).await {
+            break;
+        }
+    }
+}
+
+fn pending(settings: &Settings, w: Work) -> Pending {
+    let provider = settings.provider(&w.request.provider);
+    Pending {
+        prepared: prepare(settings, &w.request, w.doc.as_deref()),
+        window_ms: provider.map_or(0, |p| p.reorder_window.as_millis() as i64),
+        work: w,
+    }
+}
+
+/// Plan and apply ready requests, in order, deciding again any the store
+/// refused as stale. Store errors are retried with backoff (nothing of a
+/// failed write is kept, and the work stays in the store's inbox). False
+/// when shutting down first.
+async fn apply_ready(
+    store: &dyn Store,
+    settings: &Settings,
+    mut ready: Vec<Pending>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    while !ready.is_empty() {
+        let now = now_ms();
+        let attempt = async {
+            let mut seen = Seen::default();
+            let mut plans = Vec::with_capacity(ready.len());
+            for p in &ready {
+                plans.push(plan_one(store, settings, &mut seen, p, now).await?);
+            }
+            let summary: Vec<_> = plans.iter().map(summary).collect();
+            let results = store.apply(plans).await?;
+            Ok::<_, StoreError>((results, summary))
+        };
+        match attempt.await {
+            Ok((results, summary)) => {
+                let mut again = Vec::new();
+                for ((p, r), s) in ready.into_iter().zip(results).zip(summary) {
+                    match r {
+                        Applied::Conflict => again.push(p),
+                        Applied::Done => log_done(p.work.request.request_id, s),
+                        Applied::AlreadyDone => {}
+                    }
+                }
+                ready = again;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "applying IPNs failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    true
+}
+
+/// What a plan did, for its log line.
+fn summary(p: &Plan) -> Result<usize, TaskError> {
+    match p {
+        Plan::Complete { events, .. } => Ok(events.len()),
+        Plan::Fail { error, .. } => Err(error.clone()),
+    }
+}
+
+fn log_done(request_id: Uuid, s: Result<usize, TaskError>) {
+    match s {
+        Err(e) => {
+            tracing::warn!(%request_id, code = %e.code, message = %e.message, "IPN task ended in error")
+        }
+        Ok(n) => tracing::debug!(%request_id, events = n, "IPN applied"),
+    }
+}
+
+/// How long processing may hold back for acknowledgements (see `yield_to_acks`).
+const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
+
+/// Acks first: while IPN acknowledgements wait for their flush, hold this
+/// job back, until it is `ACKS_FIRST_LIMIT` old. A saturating burst of up to
+/// that long is acknowledged at the rate of ingest alone and applied right
+/// after it; a longer one settles at the rate both share. Processing is
+/// replayable and its lag is seconds; a provider that waits for its ack
+/// retries and adds load. False when shutting down.
+async fn yield_to_acks(store: &dyn Store, received_at: i64, shutdown: &CancellationToken) -> bool {
+    while hold_for_acks(store.acks_waiting(), received_at, now_ms()) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+        }
+    }
+    true
+}
+
+/// The acks-first rule (pure): hold a job received at `received_at` back now?
+fn hold_for_acks(acks_waiting: bool, received_at: i64, now: i64) -> bool {
+    let age = now.saturating_sub(received_at);
+    acks_waiting && (0..ACKS_FIRST_LIMIT.as_millis() as i64).contains(&age)
+}
+
+/// Retention loop: purge what is past `retention.*` every few minutes.
+pub async fn janitor(store: Arc<dyn Store>, settings: Arc<Settings>, shutdown: CancellationToken) {
+    let r = crate::store::RetentionMs {
+        dedupe_window: settings.retention.dedupe_window.as_millis() as i64,
+        events: settings.retention.events.as_millis() as i64,
+    };
+    loop {
+        match store.purge_expired(now_ms(), r).await {
+            Ok(p) if p != Default::default() => tracing::info!(?p, "retention purge"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention purge failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_first_holds_processing_only_while_acks_wait_and_only_so_long() {
+        let limit = ACKS_FIRST_LIMIT.as_millis() as i64;
+        let t = 1_700_000_000_000;
+        // Nobody waiting for an ack: process at once.
+        assert!(!hold_for_acks(false, t, t));
+        // Acks waiting: hold back a young job...
+        assert!(hold_for_acks(true, t, t));
+        assert!(hold_for_acks(true, t, t + limit - 1));
+        // ...but never past the limit, so a burst cannot starve processing.
+        assert!(!hold_for_acks(true, t, t + limit));
+        assert!(!hold_for_acks(true, t, t + 10 * limit));
+        // A request received long ago (replayed after a restart, reprocessed) is not held.
+        assert!(!hold_for_acks(true, 0, t));
+        // Nor is one from "the future" (the clock stepped back): no unbounded wait.
+        assert!(!hold_for_acks(true, t + 5, t));
+    }
+}

@@ -1,0 +1,207 @@
+//! Group commit: one thread makes sled durable for everybody.
+//!
+//! Two sled 0.34.7 traps shape this (both seen on our machines):
+//! - awaiting `flush_async()` from many requests at once deadlocks
+//!   (sled #1308), so nobody flushes for itself: the writer takes a
+//!   *ticket* after each committed batch and callers wait until a flush
+//!   covering it has finished;
+//! - sled's flush ends in `sync_file_range`, which leaves the disk cache and
+//!   the file size unsynced (sled #1452), so every group flush is followed by
+//!   an `fdatasync` of the store file before anyone is told "durable".
+//!
+//! A third: sled writes any log message over segment size / 4 (a large
+//! body) to its own file under `blobs/` and never fsyncs it. Each flush
+//! also fsyncs the blob files it has not synced yet, and then the
+//! directory, so no acknowledged byte lives in an unsynced file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Flushed {
+    /// Every ticket up to here is on disk.
+    pub ok_upto: u64,
+    /// A flush covering tickets up to here failed (those callers get an error).
+    pub failed_upto: u64,
+    /// The writer's mark (the last event-feed position) as of the last
+    /// successful flush: everything up to it is durable.
+    pub mark: u64,
+}
+
+#[derive(Default)]
+struct Wake {
+    requested: bool,
+    stop: bool,
+}
+
+struct Shared {
+    /// Tickets handed out; taken *after* the caller's write completed, so a
+    /// flush that starts after reading this covers every ticket ≤ the value read.
+    written: AtomicU64,
+    /// Set by the writer before each ticket (see [`Flushed::mark`]).
+    mark: AtomicU64,
+    wake: Mutex<Wake>,
+    cv: Condvar,
+    done: watch::Sender<Flushed>,
+}
+
+pub(super) struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl GroupCommit {
+    pub fn start(db: ::sled::Db, dir: &Path, mark: u64) -> std::io::Result<GroupCommit> {
+        // sled 0.34 keeps its log in `<path>/db`.
+        let data_file = File::open(dir.join("db"))?;
+        let (done, _) = watch::channel(Flushed {
+            mark,
+            ..Flushed::default()
+        });
+        let shared = Arc::new(Shared {
+            written: AtomicU64::new(0),
+            mark: AtomicU64::new(mark),
+            wake: Mutex::new(Wake::default()),
+            cv: Condvar::new(),
+            done,
+        });
+        let s = shared.clone();
+        let blobs = dir.join("blobs");
+        let thread = std::thread::Builder::new()
+            .name("ipn-relay-flush".into())
+            .spawn(move || flush_loop(&s, &db, &data_file, &blobs))?;
+        Ok(GroupCommit {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Call after a write has completed; the ticket is what [`Self::wait`]
+    /// waits for. `mark` is the writer's mark as of that write.
+    pub fn ticket(&self, mark: u64) -> u64 {
+        self.shared.mark.store(mark, Ordering::SeqCst);
+        let t = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut w = self.shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+        w.requested = true;
+        drop(w);
+        self.shared.cv.notify_one();
+        t
+    }
+
+    /// Resolves once a flush + fsync covering `ticket` finished.
+    pub async fn wait(&self, ticket: u64) -> Result<(), super::StoreError> {
+        let mut rx = self.shared.done.subscribe();
+        let f = *rx
+            .wait_for(|f| f.ok_upto >= ticket || f.failed_upto >= ticket)
+            .await
+            .map_err(|_| super::StoreError::Flush)?;
+        if f.ok_upto >= ticket {
+            Ok(())
+        } else {
+            Err(super::StoreError::Flush)
+        }
+    }
+
+    /// Everything up to this mark is durable.
+    pub fn durable_mark(&self) -> u64 {
+        self.shared.done.borrow().mark
+    }
+
+    /// Is anybody waiting for a flush right now (tickets not yet covered)?
+    pub fn busy(&self) -> bool {
+        self.shared.written.load(Ordering::Relaxed) > self.shared.done.borrow().ok_upto
+    }
+
+    /// Final flush, then stop the thread. Idempotent.
+    pub fn stop(&self) {
+        {
+            let mut w = self.shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+            w.stop = true;
+        }
+        self.shared.cv.notify_one();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush_loop(s: &Shared, db: &::sled::Db, data_file: &File, blobs: &Path) {
+    let mut last = 0u64;
+    let mut synced_blobs = HashMap::new();
+    loop {
+        let stop = {
+            let mut w = s.wake.lock().unwrap_or_else(|e| e.into_inner());
+            while !w.requested && !w.stop {
+                w = s.cv.wait(w).unwrap_or_else(|e| e.into_inner());
+            }
+            w.requested = false;
+            w.stop
+        };
+        // The mark first: it belongs to a write that completed before the
+        // flush below starts, whatever `written` reads.
+        let mark = s.mark.load(Ordering::SeqCst);
+        let target = s.written.load(Ordering::SeqCst);
+        if target > last || stop {
+            let res = db
+                .flush()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+                .and_then(|()| data_file.sync_data().map_err(|e| e.to_string()))
+                .and_then(|()| sync_new_blobs(blobs, &mut synced_blobs).map_err(|e| e.to_string()));
+            super::crash_point("store::flushed");
+            match res {
+                Ok(()) => s.done.send_modify(|f| {
+                    f.ok_upto = target;
+                    f.mark = f.mark.max(mark);
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "store flush failed; answering 503 to waiting requests");
+                    s.done.send_modify(|f| f.failed_upto = target);
+                }
+            }
+            last = target;
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// fsync every blob file not synced at its current length, then the
+/// directory if any was new. A file sled is still writing is synced again
+/// once its length has grown; `synced` forgets files sled has removed.
+fn sync_new_blobs(dir: &Path, synced: &mut HashMap<PathBuf, u64>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut present = HashMap::new();
+    let mut new = false;
+    for entry in entries {
+        let path = entry?.path();
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            // Removed by sled meanwhile: nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        if synced.get(&path) != Some(&len) {
+            f.sync_all()?;
+            new = true;
+        }
+        present.insert(path, len);
+    }
+    if new {
+        File::open(dir)?.sync_all()?;
+    }
+    *synced = present;
+    Ok(())
+}

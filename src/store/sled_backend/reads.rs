@@ -1,0 +1,151 @@
+//! Reads: straight from the trees. The writer commits whole rounds at once,
+//! so a read sees every change whole or not at all.
+
+use super::*;
+
+pub(super) fn payment(t: &Trees, key: &PaymentKey) -> Result<Option<PaymentRecord>, StoreError> {
+    t.payments
+        .get(payment_key(key))?
+        .map(|b| dec(&b))
+        .transpose()
+}
+
+pub(super) fn history(
+    t: &Trees,
+    key: &PaymentKey,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let mut prefix = payment_key(key);
+    prefix.push(0);
+    let mut out: Vec<HistoryEntry> = t
+        .history
+        .scan_prefix(&prefix)
+        .values()
+        .rev()
+        .take(limit)
+        .map(|v| dec(&v?))
+        .collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// Events of a merchant after `after`, up to feed position `upto` (durable).
+pub(super) fn events(
+    t: &Trees,
+    merchant_id: &str,
+    payment_id: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+    upto: u64,
+) -> Result<Result<Vec<EventRecord>, UnknownCursor>, StoreError> {
+    let prefix = joined(merchant_id, &[]);
+    let start = match after {
+        None => prefix.clone(),
+        Some(a) => {
+            let Some(ulid) = event_ulid(a) else {
+                return Ok(Err(UnknownCursor));
+            };
+            let Some(pos) = t.event_ids.get(ulid)? else {
+                return Ok(Err(UnknownCursor));
+            };
+            let pos = u64_key(&pos)?;
+            // The cursor must be one of this merchant's events.
+            let Some(v) = t.events.get(joined(merchant_id, &pos.to_be_bytes()))? else {
+                return Ok(Err(UnknownCursor));
+            };
+            let ev: EventRecord = dec(&v)?;
+            if ev.event_id != a {
+                return Ok(Err(UnknownCursor));
+            }
+            match pos.checked_add(1) {
+                Some(next) => joined(merchant_id, &next.to_be_bytes()),
+                None => return Ok(Ok(Vec::new())),
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for r in t.events.range(start..) {
+        let (k, v) = r?;
+        if !k.starts_with(&prefix) || out.len() >= limit || u64_key(&k)? > upto {
+            break;
+        }
+        let ev: EventRecord = dec(&v)?;
+        if payment_id.is_none_or(|p| p == ev.payment_id) {
+            out.push(ev);
+        }
+    }
+    Ok(Ok(out))
+}
+
+pub(super) fn request(t: &Trees, id: Uuid) -> Result<Option<RawRequest>, StoreError> {
+    t.requests.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
+}
+
+pub(super) fn task(t: &Trees, id: Uuid) -> Result<Option<TaskRecord>, StoreError> {
+    if let Some(b) = t.tasks.get(id.as_bytes())? {
+        return Ok(Some(dec(&b)?));
+    }
+    Ok(request(t, id)?.map(|r| processing_task(&r)))
+}
+
+/// Inbox entries from `from` on (at most `limit`), in seq order.
+pub(super) fn inbox_page(
+    t: &Trees,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Uuid)>, StoreError> {
+    t.inbox
+        .range(from.to_be_bytes()..)
+        .take(limit)
+        .map(|r| {
+            let (k, v) = r?;
+            let id = Uuid::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
+            Ok((u64_key(&k)?, id))
+        })
+        .collect()
+}
+
+pub(super) fn tasks(
+    t: &Trees,
+    state: Option<TaskState>,
+    provider: Option<&str>,
+    limit: usize,
+) -> Result<Vec<TaskRecord>, StoreError> {
+    let wanted = |t: &TaskRecord| {
+        state.is_none_or(|s| s == t.state) && provider.is_none_or(|p| p == t.provider)
+    };
+    let mut out = Vec::new();
+    for r in t.tasks.iter() {
+        let task: TaskRecord = dec(&r?.1)?;
+        if wanted(&task) {
+            out.push(task);
+        }
+    }
+    // Requests in their first processing have no task record: from the inbox.
+    if state.is_none_or(|s| s == TaskState::Processing) {
+        for (_, id) in inbox_page(t, 0, usize::MAX)? {
+            if t.tasks.contains_key(id.as_bytes())? {
+                continue;
+            }
+            if let Some(r) = request(t, id)? {
+                let task = processing_task(&r);
+                if wanted(&task) {
+                    out.push(task);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+    out.truncate(limit);
+    Ok(out)
+}
+
+pub(super) fn quarantined(t: &Trees, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
+    t.quarantine
+        .iter()
+        .values()
+        .rev()
+        .take(limit)
+        .map(|v| dec(&v?))
+        .collect()
+}

@@ -1,0 +1,83 @@
+//! Dropping what retention no longer keeps, without holding up the writer:
+//! the trees are scanned here, and expired keys go to the writer in chunks
+//! as "remove if still this value", so a key an IPN renewed meanwhile stays.
+
+use ::sled::IVec;
+
+use super::writer::tree;
+use super::*;
+
+/// Keys sent to the writer at once.
+const CHUNK: usize = 1000;
+
+impl SledStore {
+    async fn remove_if(&self, keys: &mut Vec<(usize, Vec<u8>, IVec)>) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let batch = std::mem::take(keys);
+        self.write(false, |reply| writer::Op::RemoveIf(batch, reply))
+            .await
+    }
+
+    pub(super) async fn purge(&self, now: i64, r: RetentionMs) -> Result<Purged, StoreError> {
+        let mut p = Purged::default();
+        let mut keys = Vec::new();
+        for kv in self.trees.dedupe.iter() {
+            let (k, v) = kv?;
+            let d: DedupeRecord = dec(&v)?;
+            if now - d.seen_at >= r.dedupe_window {
+                keys.push((tree::DEDUPE, k.to_vec(), v));
+            }
+            if keys.len() >= CHUNK {
+                p.dedupe += self.remove_if(&mut keys).await?;
+            }
+        }
+        p.dedupe += self.remove_if(&mut keys).await?;
+        // Only ended tasks have records; unprocessed requests are never dropped.
+        for kv in self.trees.tasks.iter() {
+            let (k, v) = kv?;
+            let t: TaskRecord = dec(&v)?;
+            if t.state != TaskState::Processing && now - t.created_at >= r.events {
+                if let Some(req) = self.trees.requests.get(&k)? {
+                    keys.push((tree::REQUESTS, k.to_vec(), req));
+                }
+                keys.push((tree::TASKS, k.to_vec(), v));
+                p.requests += 1;
+            }
+            if keys.len() >= CHUNK {
+                self.remove_if(&mut keys).await?;
+            }
+        }
+        self.remove_if(&mut keys).await?;
+        for kv in self.trees.quarantine.iter() {
+            let (k, v) = kv?;
+            let q: QuarantineRecord = dec(&v)?;
+            if now - q.received_at >= r.events {
+                keys.push((tree::QUARANTINE, k.to_vec(), v));
+            }
+            if keys.len() >= CHUNK {
+                p.quarantine += self.remove_if(&mut keys).await?;
+            }
+        }
+        p.quarantine += self.remove_if(&mut keys).await?;
+        for kv in self.trees.events.iter() {
+            let (k, v) = kv?;
+            let e: EventRecord = dec(&v)?;
+            if now - e.created_at >= r.events {
+                if let Some(u) = event_ulid(&e.event_id) {
+                    if let Some(pos) = self.trees.event_ids.get(u)? {
+                        keys.push((tree::EVENT_IDS, u.to_vec(), pos));
+                    }
+                }
+                keys.push((tree::EVENTS, k.to_vec(), v));
+                p.events += 1;
+            }
+            if keys.len() >= CHUNK {
+                self.remove_if(&mut keys).await?;
+            }
+        }
+        self.remove_if(&mut keys).await?;
+        Ok(p)
+    }
+}
