@@ -78,6 +78,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             headers,
         } => sign(&load(&config)?, &provider, &body, &headers),
         Command::Serve { config } => {
+            // Test builds only: crash points named in `FAILPOINTS` (see the store docs).
+            #[cfg(feature = "failpoints")]
+            let _failpoints = fail::FailScenario::setup();
             let s = load(&config)?;
             ipn_relay::telemetry::init(&s.log);
             let rt = tokio::runtime::Builder::new_multi_thread()
