@@ -2,7 +2,7 @@
 //! in domain terms. Callers see records, plans and [`WorkId`]s, never
 //! trees, tickets, cursors or key encodings; the embedded backend is sled
 //! ([`sled_backend::SledStore`]), and a PostgreSQL backend can implement the same
-//! trait and run the same [`conformance`] suite.
+//! trait and run the same conformance suite (`src/store/conformance/`, tests only).
 //!
 //! ## Commit scheme: one atomic write per logical change
 //!
@@ -51,6 +51,7 @@
 //!   a `bigserial` assigned at insert and shows rows of committed
 //!   transactions only.
 
+#[cfg(test)]
 mod conformance;
 pub mod records;
 pub mod sled_backend;
