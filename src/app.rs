@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Durability;
 use crate::config::Settings;
 use crate::http::{routes, AppState};
@@ -33,12 +34,21 @@ pub struct Application {
     settings: Arc<Settings>,
     store: Arc<dyn Store>,
     server: actix_web::dev::Server,
+    cx: processor::Context,
     workers_alive: Arc<AtomicBool>,
 }
 
 impl Application {
     /// Open the store and bind `server.listen` (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock))
+    }
+
+    /// [`Self::build`] reading time from `clock` (tests pass a manual one).
+    pub fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         for p in &settings.providers {
             if p.auth.scheme == crate::auth::Scheme::None {
                 tracing::warn!(
@@ -67,11 +77,18 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"));
         let workers_alive = Arc::new(AtomicBool::new(true));
+        let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
+        let cx = processor::Context {
+            clock: clock.clone(),
+            applied: Arc::new(applied_tx),
+        };
         let state = web::Data::new(AppState::new(
             settings.clone(),
             store.clone(),
             workers_alive.clone(),
             public_url,
+            clock,
+            applied_rx,
         ));
         let max_body = settings.server.max_body_bytes;
         // actix renders each access-log line as the request arrives, whether
@@ -99,6 +116,7 @@ impl Application {
             settings,
             store,
             server: server.run(),
+            cx,
             workers_alive,
         })
     }
@@ -114,8 +132,12 @@ impl Application {
         let token = CancellationToken::new();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let background = {
-            let (store, settings, token) =
-                (self.store.clone(), self.settings.clone(), token.clone());
+            let (store, settings, cx, token) = (
+                self.store.clone(),
+                self.settings.clone(),
+                self.cx.clone(),
+                token.clone(),
+            );
             let alive = self.workers_alive.clone();
             // Processing runs on its own runtime whose threads are niced: when
             // CPU is short, acknowledging IPNs wins and the durable inbox
@@ -134,9 +156,10 @@ impl Application {
                             let janitor = tokio::spawn(processor::janitor(
                                 store.clone(),
                                 settings.clone(),
+                                cx.clock.clone(),
                                 token.clone(),
                             ));
-                            processor::run(store, settings, token.clone()).await;
+                            processor::run(store, settings, cx, token.clone()).await;
                             let _ = janitor.await;
                         }),
                         Err(e) => tracing::error!(error = %e, "cannot start the processor runtime"),

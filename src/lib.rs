@@ -17,6 +17,7 @@
 //! - [`domain`]: canonical statuses, the status rule (pure).
 //! - [`returns`]: the 3DS return URL (pure).
 //! - [`config`]: typed, validated settings; secrets redacted.
+//! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
 //! - [`store`]: the only module that knows sled: typed records and verbs.
 //! - [`processor`]: inbox → applied state, per-payment order.
 //! - [`http`]: thin actix handlers and the one error shape.
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

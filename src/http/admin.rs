@@ -63,11 +63,7 @@ pub async fn reprocess(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::not_found())?;
-    match state
-        .store
-        .reprocess(id, chrono::Utc::now().timestamp_millis())
-        .await?
-    {
+    match state.store.reprocess(id, state.now_ms()).await? {
         Reprocess::Queued => Ok(HttpResponse::Accepted().json(json!({
             "status": "processing",
             "request_id": id,

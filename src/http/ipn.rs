@@ -86,14 +86,19 @@ pub async fn ingest(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    let now = chrono::Utc::now();
+    let now_ms = state.now_ms();
     let headers = kept_headers(req.headers());
     let peer_s = peer.map(|p| p.to_string());
 
-    if let Err(e) = crate::auth::verify(&provider.auth, req.headers(), &body, now.timestamp()) {
+    if let Err(e) = crate::auth::verify(
+        &provider.auth,
+        req.headers(),
+        &body,
+        now_ms.div_euclid(1000),
+    ) {
         let rec = QuarantineRecord {
             provider: provider.id.clone(),
-            received_at: now.timestamp_millis(),
+            received_at: now_ms,
             reason: e.to_string(),
             peer: peer_s,
             headers,
@@ -117,7 +122,7 @@ pub async fn ingest(
     let raw = RawRequest {
         request_id: Uuid::new_v4(),
         provider: provider.id.clone(),
-        received_at: now.timestamp_millis(),
+        received_at: now_ms,
         content_type,
         headers,
         body: body.to_vec(),
@@ -131,7 +136,7 @@ pub async fn ingest(
         doc,
         dedupe_window_ms: window,
     };
-    let accepted = state.store.accept(ipn, now.timestamp_millis()).await?;
+    let accepted = state.store.accept(ipn, now_ms).await?;
     Ok(match accepted {
         Accepted::New => {
             tracing::debug!(provider = %provider.id, request_id = %new_id, "IPN accepted");

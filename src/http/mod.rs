@@ -17,6 +17,7 @@ use std::sync::Arc;
 use actix_web::web;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::Store;
 pub use error::ApiError;
@@ -31,6 +32,9 @@ pub struct AppState {
     pub workers_alive: Arc<AtomicBool>,
     /// Base of status/response URLs, resolved against the bound port.
     pub public_url: String,
+    pub clock: Arc<dyn Clock>,
+    /// Moves whenever the processor applied something (wakes held 3DS returns).
+    pub applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -39,6 +43,8 @@ impl AppState {
         store: Arc<dyn Store>,
         workers_alive: Arc<AtomicBool>,
         public_url: String,
+        clock: Arc<dyn Clock>,
+        applied: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         let r = settings.ingress.rate_limit;
         let quota = Quota::per_second(
@@ -56,7 +62,13 @@ impl AppState {
             limiters,
             workers_alive,
             public_url,
+            clock,
+            applied,
         }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn status_url(&self, id: &uuid::Uuid) -> String {

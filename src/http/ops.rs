@@ -14,7 +14,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready = the store takes a durable write and the background workers run.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.now_ms();
     let store_ok = matches!(
         tokio::time::timeout(Duration::from_secs(2), state.store.probe(now)).await,
         Ok(Ok(()))

@@ -85,7 +85,7 @@ pub async fn register(
         provider: body.provider.clone(),
         site_url: site,
         metadata: body.metadata.as_ref().map(Value::to_string),
-        now: chrono::Utc::now().timestamp_millis(),
+        now: state.now_ms(),
     };
     match state.store.register_payment(reg).await? {
         Registered::Created(rec) => Ok(HttpResponse::Created().json(view(&rec, None))),

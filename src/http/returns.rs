@@ -87,11 +87,16 @@ async fn redirect(state: &AppState, mut rec: PaymentRecord) -> Result<HttpRespon
     let key = rec.key();
     let wait = state.settings.returns.wait_for_final;
     if !wait.is_zero() {
-        let deadline = tokio::time::Instant::now() + wait;
-        while !rec.state.as_ref().is_some_and(|s| s.status.is_final())
-            && tokio::time::Instant::now() < deadline
+        // Until a final status, or `wait` has passed on the service's clock;
+        // woken by every applied change, and every 100 ms to see the clock move.
+        let deadline = state.now_ms().saturating_add(wait.as_millis() as i64);
+        let mut applied = state.applied.clone();
+        while !rec.state.as_ref().is_some_and(|s| s.status.is_final()) && state.now_ms() < deadline
         {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
             rec = state.store.payment(&key).await?.unwrap_or(rec);
         }
     }
@@ -120,7 +125,7 @@ async fn redirect(state: &AppState, mut rec: PaymentRecord) -> Result<HttpRespon
         .return_secret
         .as_ref()
         .map(|s| s.expose_secret().as_bytes());
-    let url = return_url(&base, &params, secret, chrono::Utc::now().timestamp());
+    let url = return_url(&base, &params, secret, state.clock.now_secs());
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))

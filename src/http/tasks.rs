@@ -22,7 +22,7 @@ fn visible(state: &AppState, t: &TaskRecord, now: i64) -> bool {
 /// The task behind a raw id if the async API still shows it, else the
 /// 404 `unknown` answer.
 async fn load(state: &AppState, raw: &str) -> Result<Result<TaskRecord, HttpResponse>, ApiError> {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = state.now_ms();
     let task = match Uuid::parse_str(raw) {
         Ok(id) => state
             .store

@@ -16,15 +16,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::Candidate;
 use crate::store::{Applied, Plan, RawRequest, Store, StoreError, TaskError, Work};
 use plan::{plan_one, Seen};
 use schedule::{Pending, Schedule};
 
-/// Unix milliseconds now. Only loops call this; steps take `now` as input.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// What the loop needs besides the store and the settings.
+#[derive(Clone)]
+pub struct Context {
+    pub clock: Arc<dyn Clock>,
+    /// Bumped after every applied batch (held 3DS returns wait on it).
+    pub applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub(crate) fn task_error(code: &str, message: impl Into<String>) -> TaskError {
@@ -77,9 +81,15 @@ const MAX_WAITING: usize = 8192;
 const BATCH: usize = 256;
 
 /// The processor loop, until `shutdown`.
-pub async fn run(store: Arc<dyn Store>, settings: Arc<Settings>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: Arc<Settings>,
+    cx: Context,
+    shutdown: CancellationToken,
+) {
     let mut sched = Schedule::default();
     let mut more_ready = false;
+    let now_ms = || cx.clock.now_ms();
     loop {
         let now = now_ms();
         let wait = if more_ready {
@@ -118,12 +128,13 @@ pub async fn run(store: Arc<dyn Store>, settings: Arc<Settings>, shutdown: Cance
             continue;
         }
         let oldest = ready.iter().map(|p| p.work.request.received_at).min();
-        if !yield_to_acks(&*store, oldest.unwrap_or(0), &shutdown).await {
+        if !yield_to_acks(&*store, &*cx.clock, oldest.unwrap_or(0), &shutdown).await {
             break;
         }
-        if !apply_ready(&*store, &settings, ready, &shutdown).await {
+        if !apply_ready(&*store, &settings, &*cx.clock, ready, &shutdown).await {
             break;
         }
+        cx.applied.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -143,12 +154,13 @@ fn pending(settings: &Settings, w: Work) -> Pending {
 async fn apply_ready(
     store: &dyn Store,
     settings: &Settings,
+    clock: &dyn Clock,
     mut ready: Vec<Pending>,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     while !ready.is_empty() {
-        let now = now_ms();
+        let now = clock.now_ms();
         let attempt = async {
             let mut seen = Seen::default();
             let mut plans = Vec::with_capacity(ready.len());
@@ -210,8 +222,13 @@ const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
 /// after it; a longer one settles at the rate both share. Processing is
 /// replayable and its lag is seconds; a provider that waits for its ack
 /// retries and adds load. False when shutting down.
-async fn yield_to_acks(store: &dyn Store, received_at: i64, shutdown: &CancellationToken) -> bool {
-    while hold_for_acks(store.acks_waiting(), received_at, now_ms()) {
+async fn yield_to_acks(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    received_at: i64,
+    shutdown: &CancellationToken,
+) -> bool {
+    while hold_for_acks(store.acks_waiting(), received_at, clock.now_ms()) {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(2)) => {}
@@ -227,13 +244,18 @@ fn hold_for_acks(acks_waiting: bool, received_at: i64, now: i64) -> bool {
 }
 
 /// Retention loop: purge what is past `retention.*` every few minutes.
-pub async fn janitor(store: Arc<dyn Store>, settings: Arc<Settings>, shutdown: CancellationToken) {
+pub async fn janitor(
+    store: Arc<dyn Store>,
+    settings: Arc<Settings>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
     let r = crate::store::RetentionMs {
         dedupe_window: settings.retention.dedupe_window.as_millis() as i64,
         events: settings.retention.events.as_millis() as i64,
     };
     loop {
-        match store.purge_expired(now_ms(), r).await {
+        match store.purge_expired(clock.now_ms(), r).await {
             Ok(p) if p != Default::default() => tracing::info!(?p, "retention purge"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "retention purge failed"),

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+
 use ipn_relay::app::Application;
+use ipn_relay::clock::{Clock, ManualClock, SystemClock};
 use ipn_relay::config::Settings;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -82,9 +85,24 @@ pub async fn spawn_with(server_extra: &str, body: &str) -> TestApp {
 
 /// Spawn on an existing directory (restarts keep the store).
 pub async fn spawn_in(dir: TempDir, server_extra: &str, body: &str) -> TestApp {
+    spawn_clocked(dir, server_extra, body, Arc::new(SystemClock)).await
+}
+
+/// [`spawn_with`] on a clock the test moves.
+pub async fn spawn_with_clock(body: &str, clock: &ManualClock) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_clocked(dir, "", body, Arc::new(clock.clone())).await
+}
+
+async fn spawn_clocked(
+    dir: TempDir,
+    server_extra: &str,
+    body: &str,
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     let text = config_text(dir.path(), server_extra, body);
     let settings = Settings::parse(&text, dir.path(), &|_| None).expect("test config is valid");
-    let app = Application::build(settings.clone()).expect("app builds");
+    let app = Application::build_with_clock(settings.clone(), clock).expect("app builds");
     let port = app.port();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async move {

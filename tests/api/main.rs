@@ -3,6 +3,7 @@
 
 mod browser;
 mod cli;
+mod clock;
 mod crash;
 mod exactly_once;
 mod helpers;

@@ -9,6 +9,8 @@ use hmac::Mac;
 use serde_json::{json, Value};
 use url::Url;
 
+use ipn_relay::clock::ManualClock;
+
 use crate::helpers::*;
 
 async fn applied(app: &TestApp, body: &Value) {
@@ -262,8 +264,7 @@ fn wait_config(wait: &str) -> String {
     format!("[returns]\nwait_for_final = \"{wait}\"\n{BASE}")
 }
 
-/// Return while pending; the final IPN lands ~300ms after the browser arrives.
-async fn return_racing_the_final_ipn(app: &TestApp, pay: &str) -> Url {
+async fn pending(app: &TestApp, pay: &str) {
     applied(
         app,
         &ipn(
@@ -274,38 +275,74 @@ async fn return_racing_the_final_ipn(app: &TestApp, pay: &str) -> Url {
         ),
     )
     .await;
+}
+
+/// A browser returning now; the response arrives when the service answers.
+fn browser_return(app: &TestApp, pay: &str) -> tokio::task::JoinHandle<reqwest::Response> {
     let url = app.url(&format!("/v1/return/{pay}"));
     let client = app.client.clone();
-    let browser = tokio::spawn(async move { client.get(url).send().await.unwrap() });
+    tokio::spawn(async move { client.get(url).send().await.unwrap() })
+}
+
+/// The service's clock stands still, so a held return is never released by
+/// time: it is answered when the final IPN lands, whenever that is.
+#[tokio::test]
+async fn wait_for_final_holds_a_pending_return_until_the_outcome_is_known() {
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(&wait_config("5s"), &clock).await;
+    pending(&app, "wait_1").await;
+    let browser = browser_return(&app, "wait_1");
+    // Held: no answer while the payment is pending (the clock does not move).
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !browser.is_finished(),
+        "a pending return was answered before its outcome"
+    );
     let r = app
         .post_ipn(
             "acme",
             &ipn(
-                &format!("{pay}_s"),
-                pay,
+                "wait_1_s",
+                "wait_1",
                 "Succeed",
                 json!({"authorization_id": "au_w"}),
             ),
         )
         .await;
     assert_eq!(r.status().as_u16(), 202);
-    location(browser.await.unwrap())
-}
-
-#[tokio::test]
-async fn wait_for_final_holds_a_pending_return_until_the_outcome_is_known() {
-    let app = spawn_with("", &wait_config("5s")).await;
-    let loc = return_racing_the_final_ipn(&app, "wait_1").await;
+    let loc = location(browser.await.unwrap());
     let q = query(&loc);
     assert_eq!(q["status"], "succeeded", "{loc}");
     assert_eq!(q["authorization_id"], "au_w");
 }
 
+/// Once `wait_for_final` has passed on the service's clock, a still
+/// pending payment is returned as pending.
+#[tokio::test]
+async fn a_held_return_goes_on_as_pending_when_the_wait_is_over() {
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(&wait_config("5s"), &clock).await;
+    pending(&app, "wait_2").await;
+    let browser = browser_return(&app, "wait_2");
+    // The wait starts when the request arrives: move the clock past it
+    // until the answer comes (a few turns at most).
+    for _ in 0..200 {
+        if browser.is_finished() {
+            break;
+        }
+        clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(browser.is_finished(), "the held return was never released");
+    let loc = location(browser.await.unwrap());
+    assert_eq!(query(&loc)["status"], "pending", "{loc}");
+}
+
 #[tokio::test]
 async fn without_wait_for_final_a_pending_return_says_pending() {
     let app = spawn_with("", &wait_config("0s")).await;
-    let loc = return_racing_the_final_ipn(&app, "wait_0").await;
+    pending(&app, "wait_0").await;
+    let loc = location(browser_return(&app, "wait_0").await.unwrap());
     assert_eq!(query(&loc)["status"], "pending", "{loc}");
 }
 
