@@ -1,5 +1,7 @@
 //! Crash safety with a real process: `kill -9` under concurrent load, restart,
-//! and every request that got a 2xx is still known; SIGTERM exits cleanly.
+//! and every request that got a 2xx is still known; every one that did not
+//! is posted again (as the provider would) and ends up there exactly once;
+//! SIGTERM exits cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -71,6 +73,18 @@ pub(crate) async fn post_signed(
     settings: &Settings,
     body: Vec<u8>,
 ) -> Option<Value> {
+    post_signed_status(client, base, settings, body)
+        .await
+        .map(|(_, v)| v)
+}
+
+/// [`post_signed`] with the 2xx status code (202 new, 200 duplicate).
+pub(crate) async fn post_signed_status(
+    client: &reqwest::Client,
+    base: &str,
+    settings: &Settings,
+    body: Vec<u8>,
+) -> Option<(u16, Value)> {
     let mut rb = client
         .post(format!("{base}/v1/ipn/acme"))
         .header("content-type", "application/json")
@@ -79,7 +93,10 @@ pub(crate) async fn post_signed(
         rb = rb.header(k, v);
     }
     match rb.send().await {
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
+        Ok(r) if r.status().is_success() => {
+            let code = r.status().as_u16();
+            Some((code, r.json().await.ok()?))
+        }
         _ => None,
     }
 }
@@ -118,21 +135,23 @@ async fn acked_requests_survive_kill_9_and_resume_after_restart() {
         );
         load.push(tokio::spawn(async move {
             for i in 0.. {
+                let pay = format!("pay_{worker}_{}", i % 5);
                 let body = serde_json::to_vec(&generic(
                     &format!("ev_{worker}_{i}"),
-                    &format!("pay_{worker}_{}", i % 5),
+                    &pay,
                     ["Pending", "Authorized", "Succeed"][i % 3],
                 ))
                 .unwrap();
-                // A kill mid-answer is not an ack.
-                let Some(v) = post_signed(&client, &base, &settings, body).await else {
-                    return;
+                // A kill mid-answer is not an ack: the provider will retry.
+                let Some(v) = post_signed(&client, &base, &settings, body.clone()).await else {
+                    return (body, pay);
                 };
                 acked
                     .lock()
                     .unwrap()
                     .push(v["request_id"].as_str().unwrap().to_string());
             }
+            unreachable!()
         }));
     }
     // Let real load build up, then pull the plug.
@@ -143,8 +162,9 @@ async fn acked_requests_survive_kill_9_and_resume_after_restart() {
     let mut proc = proc;
     proc.child.kill().unwrap(); // SIGKILL
     proc.child.wait().unwrap();
+    let mut unacked = Vec::new();
     for l in load {
-        let _ = l.await;
+        unacked.push(l.await.unwrap());
     }
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -167,9 +187,24 @@ async fn acked_requests_survive_kill_9_and_resume_after_restart() {
             "acked request {id} unknown after kill -9"
         );
     }
+    // The provider retries what got no 2xx (one IPN per worker): each is
+    // acknowledged now, and posting it once more is a duplicate of it.
+    let mut retried = Vec::new();
+    for (body, pay) in &unacked {
+        let v = post_signed(&client, &base, &settings, body.clone())
+            .await
+            .expect("a retried IPN is acknowledged");
+        let id = v["request_id"].as_str().unwrap().to_string();
+        let again = post_signed_status(&client, &base, &settings, body.clone())
+            .await
+            .expect("a duplicate is acknowledged");
+        assert_eq!(again.0, 200, "{}", again.1);
+        assert_eq!(again.1["request_id"], id.as_str(), "{}", again.1);
+        retried.push((id, pay.clone()));
+    }
     // Work that was acked but unprocessed resumes by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
-    for id in &acked {
+    for id in acked.iter().chain(retried.iter().map(|(id, _)| id)) {
         loop {
             let v: Value = client
                 .get(format!("{base}/v1/async/status/{id}"))
@@ -188,6 +223,29 @@ async fn acked_requests_survive_kill_9_and_resume_after_restart() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    // Each retried IPN is in its payment's history exactly once.
+    for (id, pay) in &retried {
+        let p: Value = client
+            .get(format!("{base}/v1/payments/{pay}"))
+            .bearer_auth(SHOP_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entries = p["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .filter(|h| h["request_id"] == id.as_str())
+            .count();
+        assert_eq!(
+            entries, 1,
+            "retried {id} in {pay} history {entries} times: {p}"
+        );
     }
 
     // SIGTERM: graceful, exit 0, well within shutdown_timeout.
