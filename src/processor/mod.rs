@@ -76,9 +76,9 @@ pub fn prepare(
 /// Requests the loop takes from the store at once, and most it keeps
 /// waiting in the schedule (the rest waits in the store).
 const PAGE: usize = 256;
-const MAX_WAITING: usize = 8192;
+const MAX_WAITING: usize = 2048;
 /// Most requests planned and applied in one store write.
-const BATCH: usize = 256;
+const BATCH: usize = 32;
 
 /// The processor loop, until `shutdown`.
 pub async fn run(
@@ -139,12 +139,11 @@ pub async fn run(
 }
 
 fn pending(settings: &Settings, w: Work) -> Pending {
-    let provider = settings.provider(&w.request.provider);
-    Pending {
-        prepared: prepare(settings, &w.request, w.doc.as_deref()),
-        window_ms: provider.map_or(0, |p| p.reorder_window.as_millis() as i64),
-        work: w,
-    }
+    let window_ms = settings
+        .provider(&w.request.provider)
+        .map_or(0, |p| p.reorder_window.as_millis() as i64);
+    let prepared = prepare(settings, &w.request, w.doc.as_deref());
+    Pending::new(w, prepared, window_ms)
 }
 
 /// Plan and apply ready requests, in order, deciding again any the store

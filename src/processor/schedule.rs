@@ -25,26 +25,35 @@ use crate::store::{TaskError, Work};
 pub struct Pending {
     pub work: Work,
     pub prepared: Result<Vec<Candidate>, TaskError>,
-    /// Its provider's `reorder_window` in milliseconds (0: none).
-    pub window_ms: i64,
+    /// The payment ids it names, sorted, once each (ordering is by payment
+    /// id alone, which is safe: two merchants' payments of one id merely
+    /// wait in turn).
+    ids: Vec<String>,
+    /// Not before (unix ms): arrival + its provider's `reorder_window`.
+    hold: Option<i64>,
 }
 
 impl Pending {
-    /// The payment ids it names (ordering is by payment id alone, which
-    /// is safe: two merchants' payments of one id merely wait in turn).
-    fn payments(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = match &self.prepared {
-            Ok(c) => c.iter().map(|c| c.payment_id.as_str()).collect(),
+    /// `window_ms`: its provider's `reorder_window` in milliseconds (0: none).
+    pub fn new(work: Work, prepared: Result<Vec<Candidate>, TaskError>, window_ms: i64) -> Self {
+        let mut ids: Vec<String> = match &prepared {
+            Ok(c) => c.iter().map(|c| c.payment_id.clone()).collect(),
             Err(_) => Vec::new(),
         };
         ids.sort_unstable();
         ids.dedup();
-        ids
+        let hold = (window_ms > 0 && !ids.is_empty())
+            .then(|| work.request.received_at.saturating_add(window_ms));
+        Pending {
+            work,
+            prepared,
+            ids,
+            hold,
+        }
     }
 
     fn hold_until(&self) -> Option<i64> {
-        (self.window_ms > 0 && !self.payments().is_empty())
-            .then(|| self.work.request.received_at.saturating_add(self.window_ms))
+        self.hold
     }
 
     fn sort_key(&self) -> Option<(i64, u8)> {
@@ -82,24 +91,28 @@ impl Schedule {
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         for i in 0..slots.len() {
+            if out.len() >= limit {
+                // Full: the rest waits, in order, unexamined.
+                self.waiting.extend(slots.drain(i..).flatten());
+                break;
+            }
             let Some(p) = slots[i].take() else { continue };
-            let ids: Vec<String> = p.payments().into_iter().map(str::to_owned).collect();
             let held = p.hold_until().is_some_and(|t| t > now);
-            if out.len() >= limit || held || ids.iter().any(|id| blocked.contains(id)) {
-                blocked.extend(ids);
+            if held || p.ids.iter().any(|id| blocked.contains(id)) {
+                blocked.extend(p.ids.iter().cloned());
                 self.waiting.push_back(p);
                 continue;
             }
-            match (p.hold_until(), ids.as_slice()) {
+            match (p.hold_until(), p.ids.as_slice()) {
                 (Some(deadline), [only]) => {
+                    let only = only.clone();
                     let mut group = vec![p];
                     for slot in slots.iter_mut().skip(i + 1) {
                         let Some(q) = slot else { continue };
-                        let qids = q.payments();
-                        if !qids.contains(&only.as_str()) {
+                        if !q.ids.contains(&only) {
                             continue;
                         }
-                        if qids.len() != 1 || q.work.request.received_at >= deadline {
+                        if q.ids.len() != 1 || q.work.request.received_at >= deadline {
                             break;
                         }
                         group.extend(slot.take());
@@ -141,8 +154,8 @@ mod tests {
     }
 
     fn pending(seq: u64, received_at: i64, window_ms: i64, cands: Vec<Candidate>) -> Pending {
-        Pending {
-            work: Work {
+        Pending::new(
+            Work {
                 id: WorkId(seq),
                 request: Arc::new(RawRequest {
                     request_id: uuid::Uuid::new_v4(),
@@ -156,9 +169,9 @@ mod tests {
                 }),
                 doc: None,
             },
-            prepared: Ok(cands),
+            Ok(cands),
             window_ms,
-        }
+        )
     }
 
     fn seqs(v: &[Pending]) -> Vec<u64> {
@@ -224,12 +237,12 @@ mod tests {
     fn errors_are_ready_at_once_and_block_nothing() {
         let mut s = Schedule::default();
         s.push(pending(1, 0, 100, vec![cand("a", None, Status::Pending)]));
-        let mut bad = pending(2, 0, 100, Vec::new());
-        bad.prepared = Err(TaskError {
+        let err = TaskError {
             code: "malformed_payload".into(),
             message: "x".into(),
-        });
-        s.push(bad);
+        };
+        let bad = pending(2, 0, 100, Vec::new());
+        s.push(Pending::new(bad.work, Err(err), 100));
         assert_eq!(seqs(&s.take_ready(0, 10)), [2]);
     }
 

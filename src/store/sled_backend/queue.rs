@@ -19,28 +19,40 @@ const KEEP_BYTES: usize = 32 << 20;
 struct Inner {
     mem: VecDeque<Work>,
     bytes: usize,
-    /// Entries were committed without a copy in `mem`: read them from disk.
+    /// Entries were committed without a copy in `mem`: once `mem` is
+    /// drained, read them from disk, from `disk_next` on.
     spilled: bool,
-    /// Next seq to read from disk. Every entry below it was handed out
-    /// already, so an entry in `mem` below it is skipped.
+    /// The first entry not in `mem` (while spilled), then the next to read.
     disk_next: u64,
+    /// Every entry below it was read from disk already: a copy of one in
+    /// `mem` (offered while the read ran) is skipped.
+    read_below: u64,
 }
 
 pub(super) struct WorkQueue {
     inner: Mutex<Inner>,
     notify: tokio::sync::Notify,
+    keep: usize,
+    keep_bytes: usize,
 }
 
 impl WorkQueue {
     pub fn new() -> WorkQueue {
+        WorkQueue::with_limits(KEEP, KEEP_BYTES)
+    }
+
+    fn with_limits(keep: usize, keep_bytes: usize) -> WorkQueue {
         WorkQueue {
             inner: Mutex::new(Inner {
                 mem: VecDeque::new(),
                 bytes: 0,
                 spilled: true,
                 disk_next: 0,
+                read_below: 0,
             }),
             notify: tokio::sync::Notify::new(),
+            keep,
+            keep_bytes,
         }
     }
 
@@ -56,7 +68,7 @@ impl WorkQueue {
         let mut q = self.lock();
         for w in work {
             let len = w.request.body.len();
-            if !q.spilled && q.mem.len() < KEEP && q.bytes + len <= KEEP_BYTES {
+            if !q.spilled && q.mem.len() < self.keep && q.bytes + len <= self.keep_bytes {
                 q.bytes += len;
                 q.mem.push_back(w);
             } else if !q.spilled {
@@ -81,7 +93,7 @@ impl WorkQueue {
         while out.len() < limit {
             let Some(w) = q.mem.pop_front() else { break };
             q.bytes -= w.request.body.len();
-            if w.id.0 >= q.disk_next {
+            if w.id.0 >= q.read_below {
                 out.push(w);
             }
         }
@@ -95,6 +107,7 @@ impl WorkQueue {
         let page = reads::inbox_page(trees, q.disk_next, limit)?;
         if let Some((last, _)) = page.last() {
             q.disk_next = last + 1;
+            q.read_below = q.disk_next;
         }
         if page.len() < limit {
             q.spilled = false;
@@ -111,5 +124,71 @@ impl WorkQueue {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries committed (inbox + request) and offered as the writer does.
+    fn commit(trees: &Trees, q: &WorkQueue, seqs: std::ops::Range<u64>) {
+        let mut work = Vec::new();
+        for seq in seqs {
+            let r = RawRequest {
+                request_id: Uuid::new_v4(),
+                provider: "p".into(),
+                received_at: 0,
+                content_type: None,
+                headers: Vec::new(),
+                body: vec![b'x'; 10],
+                peer: None,
+                event_key: seq.to_string(),
+            };
+            trees
+                .requests
+                .insert(r.request_id.as_bytes(), enc(&r).unwrap())
+                .unwrap();
+            trees
+                .inbox
+                .insert(seq.to_be_bytes(), r.request_id.as_bytes())
+                .unwrap();
+            work.push(Work {
+                id: WorkId(seq),
+                request: Arc::new(r),
+                doc: None,
+            });
+        }
+        q.offer(work);
+    }
+
+    fn ids(w: &[Work]) -> Vec<u64> {
+        w.iter().map(|w| w.id.0).collect()
+    }
+
+    /// Each committed entry comes out once, in order, whether it was kept
+    /// in memory or the queue overflowed and it is read back from disk.
+    #[test]
+    fn every_entry_comes_out_once_in_order_across_overflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ::sled::Config::new().path(dir.path()).open().unwrap();
+        let trees = Trees::open(&db).unwrap();
+        let q = WorkQueue::with_limits(3, 1 << 20);
+        // A new store reads the inbox first (empty here).
+        assert!(q.take(&trees, 10).unwrap().is_empty());
+        // Kept in memory.
+        commit(&trees, &q, 1..3);
+        assert_eq!(ids(&q.take(&trees, 10).unwrap()), [1, 2]);
+        // Overflow: 3..6 kept, 6..10 only on disk; all come out in order.
+        commit(&trees, &q, 3..10);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(ids(&q.take(&trees, 2).unwrap()));
+        }
+        assert_eq!(got, (3..10).collect::<Vec<_>>());
+        // Back to memory afterwards, nothing twice.
+        commit(&trees, &q, 10..12);
+        assert_eq!(ids(&q.take(&trees, 10).unwrap()), [10, 11]);
+        assert!(q.take(&trees, 10).unwrap().is_empty());
     }
 }

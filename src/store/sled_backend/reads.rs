@@ -115,23 +115,28 @@ pub(super) fn tasks(
         state.is_none_or(|s| s == t.state) && provider.is_none_or(|p| p == t.provider)
     };
     let mut out = Vec::new();
-    for r in t.tasks.iter() {
-        let task: TaskRecord = dec(&r?.1)?;
-        if wanted(&task) {
-            out.push(task);
-        }
-    }
-    // Requests in their first processing have no task record: from the inbox.
+    // Every processing task has its inbox entry (accept and reprocess write
+    // both at once), so those come from the inbox, newest first, without
+    // reading every task ever kept.
     if state.is_none_or(|s| s == TaskState::Processing) {
-        for (_, id) in inbox_page(t, 0, usize::MAX)? {
-            if t.tasks.contains_key(id.as_bytes())? {
-                continue;
-            }
-            if let Some(r) = request(t, id)? {
-                let task = processing_task(&r);
+        for kv in t.inbox.iter().values().rev() {
+            let id = Uuid::from_slice(&kv?).map_err(|e| StoreError::Codec(e.to_string()))?;
+            if let Some(task) = task(t, id)? {
                 if wanted(&task) {
                     out.push(task);
                 }
+            }
+            if state.is_some() && out.len() >= limit {
+                break;
+            }
+        }
+    }
+    if state != Some(TaskState::Processing) {
+        for r in t.tasks.iter() {
+            let task: TaskRecord = dec(&r?.1)?;
+            // Processing ones came from the inbox above.
+            if task.state != TaskState::Processing && wanted(&task) {
+                out.push(task);
             }
         }
     }
