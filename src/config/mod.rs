@@ -7,6 +7,7 @@
 //! as `x_env = "VAR"`.
 
 mod describe;
+mod providers;
 mod raw;
 mod validate;
 
