@@ -1,12 +1,14 @@
 //! ipn-relay: verify, store, order and relay payment-provider IPNs.
 //!
 //! ```text
-//! provider ─POST /v1/ipn/{p}─▶ ingress ──(sled: inbox + task, fsync)──▶ 202 ack
-//!                                  │ wake-up
+//! provider ─POST /v1/ipn/{p}─▶ ingress: checks ─▶ store.accept: one atomic write
+//!                                  │              (dedupe, request, inbox) + fsync ─▶ 202 ack
+//!                                  │ store.next_work (arrival order)
 //!                                  ▼
-//!                          processor: parse → map → status rule
-//!                                  │   (one sled transaction: payment state,
-//!                                  │    event, history, task result)
+//!                  processor: map → schedule (per-payment order) → status rule
+//!                                  │   store.apply(plans): one atomic write per batch
+//!                                  │   (payment state, history, events, task results,
+//!                                  │    inbox removal)
 //!                                  ▼
 //!                          payments API / events polling / 3DS return
 //! ```
@@ -18,8 +20,9 @@
 //! - [`returns`]: the 3DS return URL (pure).
 //! - [`config`]: typed, validated settings; secrets redacted.
 //! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
-//! - [`store`]: the only module that knows sled: typed records and verbs.
-//! - [`processor`]: inbox → applied state, per-payment order.
+//! - [`store`]: the `Store` interface (domain verbs, one atomic write each) and
+//!   its sled backend, the only code that knows sled.
+//! - [`processor`]: accepted work → plans → applied state, per-payment order.
 //! - [`http`]: thin actix handlers and the one error shape.
 //! - [`app`]: builds store + workers + server on a listener (main and tests).
 
