@@ -16,6 +16,7 @@
 //! - [`mapping`]: body parsing, selectors, presets → [`domain::Candidate`]s (pure).
 //! - [`domain`]: canonical statuses, the status rule (pure).
 //! - [`returns`]: the 3DS return URL (pure).
+//! - [`samples`]: realistic signed sample IPNs per preset (pure).
 //! - [`config`]: typed, validated settings; secrets redacted.
 //! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
 //! - [`store`]: the only module that knows sled: typed records and verbs.
@@ -32,5 +33,6 @@ pub mod http;
 pub mod mapping;
 pub mod processor;
 pub mod returns;
+pub mod samples;
 pub mod store;
 pub mod telemetry;
