@@ -17,6 +17,7 @@
 //! - [`domain`]: canonical statuses, the status rule (pure).
 //! - [`returns`]: the 3DS return URL (pure).
 //! - [`samples`]: realistic signed sample IPNs per preset (pure).
+//! - [`trigger`]: `ipn-relay trigger`: post a sample, poll its task.
 //! - [`config`]: typed, validated settings; secrets redacted.
 //! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
 //! - [`store`]: the only module that knows sled: typed records and verbs.
@@ -36,3 +37,4 @@ pub mod returns;
 pub mod samples;
 pub mod store;
 pub mod telemetry;
+pub mod trigger;
