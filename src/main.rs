@@ -111,7 +111,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let status = status
-                .map(|v| v.parse::<ipn_relay::domain::Status>())
+                .map(|v| {
+                    v.parse::<ipn_relay::domain::Status>().map_err(|e| {
+                        let all = ipn_relay::domain::Status::ALL.map(|s| s.as_str());
+                        anyhow::anyhow!("{e}; one of: {}", all.join(", "))
+                    })
+                })
                 .transpose()?;
             let o = ipn_relay::trigger::Options {
                 provider,

@@ -105,12 +105,14 @@ pub enum SampleError {
         names: Vec<&'static str>,
     },
     #[error(
-        "{what} cannot produce status {want} with this provider's mapping; it can produce: {}",
+        "{what} cannot produce {} with this provider's mapping; it can produce: {}",
+        want.map_or("any status".to_string(), |w| format!("status {w}")),
         join(.reachable)
     )]
     Unreachable {
         what: String,
-        want: Status,
+        /// `None`: no status was asked for, and nothing maps.
+        want: Option<Status>,
         reachable: Vec<Status>,
     },
     #[error(
@@ -196,7 +198,7 @@ pub fn build(
     };
     Err(SampleError::Unreachable {
         what,
-        want: want.unwrap_or(Status::Succeeded),
+        want,
         reachable,
     })
 }
