@@ -205,3 +205,34 @@ fn trigger_without_a_running_service_fails() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("is the service running"), "{}", text(&o));
 }
+
+/// A beGateway RSA public key (the private half was thrown away).
+const GATEWAY_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAl3ApLX2c+0UBYETefnCk
+9MNLi0/pFN2JbxY3ERHI6V7uqU7viz4sAWoIf5NAt1uBGfmHe87KhgXLW2zgUDxn
+8e+FOGe/GOHiTaXfnNPRTWfzjUAbykW30ToiWW8qH7lBIYh8/DzVkuSKyZ9SE2wV
+AeIO7GDhxeFdVGUm0zuS8vEkmhBuK1pXdJL5S/4Ygv0WTfoQ7W5XeiWTBEe4egR4
+W40oW3O8h1fx1zwhtitRsCq05Cbg1LEwY9M4HM2FZK0HOgVvr+ZC5csH3cMWH4V7
+cU959InRkWzcEN05JDqtx8jyRi8VympQRuV8xSRHxpdctVYimW0Qu8XEYejgClzG
+2wIDAQAB
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn trigger_refuses_rsa_signing_without_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    std::fs::write(dir.path().join("gw.pem"), GATEWAY_PUBLIC_KEY).unwrap();
+    let basic = "username = \"361\"\npassword = \"demo-begateway-secret-key\"";
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains(basic), "config.example.toml lost {basic:?}");
+    std::fs::write(&config, toml.replace(basic, "public_key_file = \"gw.pem\"")).unwrap();
+    let o = trigger(&config, 9, &["--provider", "begateway"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("rsa-sha256") && out.contains("private key"),
+        "{out}"
+    );
+    assert!(!out.contains("POST"), "nothing is sent: {out}");
+}
