@@ -18,6 +18,8 @@
 //! - [`mapping`]: body parsing, selectors, presets → [`domain::Candidate`]s (pure).
 //! - [`domain`]: canonical statuses, the status rule (pure).
 //! - [`returns`]: the 3DS return URL (pure).
+//! - [`samples`]: realistic signed sample IPNs per preset (pure).
+//! - [`trigger`]: `ipn-relay trigger`: post a sample, poll its task.
 //! - [`config`]: typed, validated settings; secrets redacted.
 //! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
 //! - [`store`]: the `Store` interface (domain verbs, one atomic write each) and
@@ -35,5 +37,7 @@ pub mod http;
 pub mod mapping;
 pub mod processor;
 pub mod returns;
+pub mod samples;
 pub mod store;
 pub mod telemetry;
+pub mod trigger;

@@ -1,4 +1,5 @@
-//! The `ipn-relay` binary: parse the CLI, load config, run.
+//! The `ipn-relay` binary: parse the CLI (serve, check-config, sign,
+//! trigger), load config, run.
 
 use std::path::PathBuf;
 
@@ -48,6 +49,25 @@ enum Command {
         #[arg(long = "header")]
         headers: Vec<String>,
     },
+    /// Send a signed sample IPN to a running service and print its result.
+    Trigger {
+        #[arg(long, env = "IPN_RELAY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        provider: String,
+        /// A sample of the provider's preset; `list` shows them all.
+        #[arg(long)]
+        sample: Option<String>,
+        /// Default: a fresh random id.
+        #[arg(long = "payment-id")]
+        payment_id: Option<String>,
+        /// Canonical status the event should map to, e.g. "authorized".
+        #[arg(long)]
+        status: Option<String>,
+        /// Service base URL. Default: server.public_url, else http://<server.listen>.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
@@ -77,6 +97,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             body,
             headers,
         } => sign(&load(&config)?, &provider, &body, &headers),
+        Command::Trigger {
+            config,
+            provider,
+            sample,
+            payment_id,
+            status,
+            url,
+        } => {
+            let s = load(&config)?;
+            if sample.as_deref() == Some("list") {
+                print!("{}", ipn_relay::trigger::listing(&s, &provider)?);
+                return Ok(());
+            }
+            let status = status
+                .map(|v| {
+                    v.parse::<ipn_relay::domain::Status>().map_err(|e| {
+                        let all = ipn_relay::domain::Status::ALL.map(|s| s.as_str());
+                        anyhow::anyhow!("{e}; one of: {}", all.join(", "))
+                    })
+                })
+                .transpose()?;
+            let o = ipn_relay::trigger::Options {
+                provider,
+                sample,
+                payment_id,
+                status,
+                url,
+                wait: std::time::Duration::from_secs(10),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let res = rt.block_on(ipn_relay::trigger::run(&s, &o, &mut std::io::stdout()));
+            if let Err(e) = &res {
+                if e.downcast_ref::<ipn_relay::samples::SampleError>()
+                    .is_some_and(|e| {
+                        matches!(e, ipn_relay::samples::SampleError::UnknownSample { .. })
+                    })
+                {
+                    eprint!("{}", ipn_relay::trigger::listing(&s, &o.provider)?);
+                }
+            }
+            res
+        }
         Command::Serve { config } => {
             // Test builds only: crash points named in `FAILPOINTS` (see the store docs).
             #[cfg(feature = "failpoints")]

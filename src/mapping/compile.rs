@@ -141,6 +141,18 @@ impl Mapping {
     pub fn preset(&self) -> Preset {
         self.preset
     }
+
+    /// Every provider value of the merged `statuses` table, with what it
+    /// maps to (`None`: `"ignore"`), in key order.
+    pub fn status_table(&self) -> impl Iterator<Item = (&str, Option<Status>)> {
+        self.statuses.iter().map(|(k, t)| {
+            let s = match t {
+                Target::Status(s) => Some(*s),
+                Target::Ignore => None,
+            };
+            (k.as_str(), s)
+        })
+    }
 }
 
 fn raw_field(raw: &RawMapping, field: Field) -> Option<&super::OneOrMany> {

@@ -19,3 +19,4 @@ mod schemes;
 mod store_full;
 mod tasks;
 mod tenancy;
+mod trigger;
