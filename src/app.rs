@@ -1,5 +1,8 @@
 //! Build the whole service on a listener: store, background workers, HTTP.
 //! `main` and the black-box tests use the same builder; tests bind port 0.
+//! [`Application::run_until`] returns an error when the store failed for
+//! good (see [`Store::failed`]), so `main` exits non-zero and the
+//! supervisor restarts the process.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -173,6 +176,7 @@ impl Application {
         };
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
+        let mut fatal = None;
         tokio::select! {
             r = &mut server => {
                 token.cancel();
@@ -184,11 +188,22 @@ impl Application {
                 let _ = server.await;
                 token.cancel();
             }
+            e = self.store.failed() => {
+                tracing::error!(error = %e, "the store cannot write any more; exiting for a restart");
+                // In-flight requests get their 503; nothing new is accepted.
+                handle.stop(true).await;
+                let _ = server.await;
+                token.cancel();
+                fatal = Some(e);
+            }
         }
         let grace = self.settings.server.shutdown_timeout;
         let _ = tokio::time::timeout(grace, done_rx).await;
         drop(background);
         self.store.close();
+        if let Some(e) = fatal {
+            anyhow::bail!("store failed: {e}");
+        }
         tracing::info!("store flushed; bye");
         Ok(())
     }

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod clock;
 mod crash;
+mod disk_full;
 mod durability;
 mod exactly_once;
 mod failpoints;
