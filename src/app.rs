@@ -25,7 +25,8 @@ use crate::store::Store;
 /// processing yields the CPU to the HTTP workers that acknowledge IPNs.
 fn lower_thread_priority() {
     // SAFETY: plain syscalls on the current thread; failure only means the
-    // thread keeps its priority.
+    // thread keeps its priority (the shipped systemd unit denies
+    // setpriority with EPERM: `SystemCallErrorNumber=EPERM`).
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);

@@ -18,5 +18,6 @@ mod presets;
 mod returns;
 mod schemes;
 mod store_full;
+mod systemd_unit;
 mod tasks;
 mod tenancy;
