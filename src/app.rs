@@ -1,5 +1,8 @@
 //! Build the whole service on a listener: store, background workers, HTTP.
 //! `main` and the black-box tests use the same builder; tests bind port 0.
+//! [`Application::run_until`] returns an error when the store failed for
+//! good (see [`Store::failed`]), so `main` exits non-zero and the
+//! supervisor restarts the process.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -22,7 +25,8 @@ use crate::store::Store;
 /// processing yields the CPU to the HTTP workers that acknowledge IPNs.
 fn lower_thread_priority() {
     // SAFETY: plain syscalls on the current thread; failure only means the
-    // thread keeps its priority.
+    // thread keeps its priority (the shipped systemd unit denies
+    // setpriority with EPERM: `SystemCallErrorNumber=EPERM`).
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);
@@ -173,6 +177,7 @@ impl Application {
         };
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
+        let mut fatal = None;
         tokio::select! {
             r = &mut server => {
                 token.cancel();
@@ -184,11 +189,22 @@ impl Application {
                 let _ = server.await;
                 token.cancel();
             }
+            e = self.store.failed() => {
+                tracing::error!(error = %e, "the store cannot write any more; exiting for a restart");
+                // In-flight requests get their 503; nothing new is accepted.
+                handle.stop(true).await;
+                let _ = server.await;
+                token.cancel();
+                fatal = Some(e);
+            }
         }
         let grace = self.settings.server.shutdown_timeout;
         let _ = tokio::time::timeout(grace, done_rx).await;
         drop(background);
         self.store.close();
+        if let Some(e) = fatal {
+            anyhow::bail!("store failed: {e}");
+        }
         tracing::info!("store flushed; bye");
         Ok(())
     }

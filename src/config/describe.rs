@@ -20,6 +20,10 @@ pub fn describe(s: &Settings) -> String {
         "storage.durability",
         format!("{:?}", s.storage.durability).to_lowercase(),
     );
+    out.insert(
+        "storage.min_free_space",
+        s.storage.min_free_space.to_string(),
+    );
     out.insert("retention.task_results", fmt_dur(s.retention.task_results));
     out.insert(
         "retention.dedupe_window",

@@ -23,8 +23,8 @@ use url::Url;
 use crate::auth::AuthConfig;
 use crate::mapping::{Mapping, Preset};
 pub use describe::describe;
-pub use raw::Dur;
 use raw::RawConfig;
+pub use raw::{Dur, Size};
 pub use validate::decode_whsec;
 use validate::{parse_error, Validator};
 
@@ -102,6 +102,9 @@ pub struct LogSettings {
 pub struct StorageSettings {
     pub path: PathBuf,
     pub durability: Durability,
+    /// Below this many free bytes on the store's filesystem ingest and
+    /// `/readyz` answer 503 (0 turns the check off).
+    pub min_free_space: u64,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -23,6 +23,52 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A size written as a string: "64KiB", "256MiB", "1GiB", "512B" (also
+/// KB/MB/GB as powers of ten, and a bare integer of bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected e.g. \"256MiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            u => return Err(format!("invalid size {s:?}: unknown unit {u:?}")),
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            S(String),
+            N(u64),
+        }
+        match Text::deserialize(d)? {
+            Text::S(s) => Size::parse(&s).map_err(serde::de::Error::custom),
+            Text::N(n) => Ok(Size(n)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany {
@@ -86,6 +132,7 @@ pub(super) struct RawLog {
 pub(super) struct RawStorage {
     pub(super) path: Option<PathBuf>,
     pub(super) durability: Option<Durability>,
+    pub(super) min_free_space: Option<Size>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,4 +257,22 @@ pub(super) struct RawEndpoint {
     pub(super) secret_env: Option<String>,
     pub(super) events: Option<Vec<String>>,
     pub(super) description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Size;
+
+    #[test]
+    fn sizes_parse_like_the_spec_writes_them() {
+        assert_eq!(Size::parse("256MiB"), Ok(Size(256 << 20)));
+        assert_eq!(Size::parse("64KiB"), Ok(Size(64 << 10)));
+        assert_eq!(Size::parse(" 1GiB "), Ok(Size(1 << 30)));
+        assert_eq!(Size::parse("10MB"), Ok(Size(10_000_000)));
+        assert_eq!(Size::parse("0"), Ok(Size(0)));
+        assert_eq!(Size::parse("512B"), Ok(Size(512)));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB", "1.5GiB", "99999999999TiB"] {
+            assert!(Size::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -35,6 +35,7 @@ impl Validator<'_> {
                 .path
                 .unwrap_or_else(|| "./data/ipn-relay".into()),
             durability: raw.storage.durability.unwrap_or(Durability::Sync),
+            min_free_space: raw.storage.min_free_space.map_or(256 << 20, |s| s.0),
         };
         let retention = RetentionSettings {
             task_results: dur(raw.retention.task_results, "24h"),

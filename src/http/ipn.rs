@@ -136,6 +136,12 @@ pub async fn ingest(
         doc,
         dedupe_window_ms: window,
     };
+    // Refuse before sled meets ENOSPC (a failed sled write is fatal).
+    if state.free_space.low() {
+        return Err(ApiError::Unavailable(
+            "free disk space is below storage.min_free_space; retry later".into(),
+        ));
+    }
     let accepted = state.store.accept(ipn, now_ms).await?;
     Ok(match accepted {
         Accepted::New => {

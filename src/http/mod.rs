@@ -35,6 +35,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Moves whenever the processor applied something (wakes held 3DS returns).
     pub applied: tokio::sync::watch::Receiver<u64>,
+    /// Free space on the store's filesystem vs `storage.min_free_space`.
+    pub free_space: crate::store::space::FreeSpace,
 }
 
 impl AppState {
@@ -57,12 +59,16 @@ impl AppState {
             .map(|p| (p.id.clone(), RateLimiter::direct(quota)))
             .collect();
         AppState {
-            settings,
             store,
             limiters,
             workers_alive,
             public_url,
             clock,
+            free_space: crate::store::space::FreeSpace::new(
+                &settings.storage.path,
+                settings.storage.min_free_space,
+            ),
+            settings,
             applied,
         }
     }

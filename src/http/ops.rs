@@ -12,17 +12,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready = the store takes a durable write and the background workers run.
+/// Ready = free space is above `storage.min_free_space`, the store takes a
+/// durable write and the background workers run.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let now = state.now_ms();
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.probe(now)).await,
-        Ok(Ok(()))
-    );
+    // No probe write when space is short: it is not ready either way.
+    let space_ok = !state.free_space.low();
+    let store_ok = space_ok
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.store.probe(now)).await,
+            Ok(Ok(()))
+        );
     let workers_ok = state.workers_alive.load(Ordering::SeqCst);
-    let body = json!({"status": if store_ok && workers_ok { "ready" } else { "not_ready" },
-                      "store": store_ok, "workers": workers_ok});
-    if store_ok && workers_ok {
+    let ready = space_ok && store_ok && workers_ok;
+    let body = json!({"status": if ready { "ready" } else { "not_ready" },
+                      "store": store_ok, "free_space": space_ok, "workers": workers_ok});
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

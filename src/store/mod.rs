@@ -32,6 +32,15 @@
 //! [`Store::events`] only once they are durable, so nobody reads an event
 //! that a crash could take back.
 //!
+//! ## Write errors
+//!
+//! sled 0.34 latches the first I/O error of its log (`Config::global_error`)
+//! and refuses every later write until the database is reopened, so the sled
+//! backend treats a failed commit or group flush as fatal: the callers get
+//! `StoreError`s (503), and [`Store::failed`] resolves so the process exits
+//! non-zero and is restarted, never staying alive answering 503 forever.
+//! Running out of disk space is kept from getting there by [`space`].
+//!
 //! ## Mapping onto PostgreSQL (a later backend)
 //!
 //! - `accept`: one transaction: `INSERT … ON CONFLICT DO NOTHING` into
@@ -55,6 +64,7 @@
 mod conformance;
 pub mod records;
 pub mod sled_backend;
+pub mod space;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,6 +308,13 @@ pub trait Store: Send + Sync {
 
     /// Are acknowledgements waiting for their durable write right now?
     fn acks_waiting(&self) -> bool;
+
+    /// Resolves (with the cause) once the store hit a write error it cannot
+    /// recover from in this process; the service then exits non-zero so its
+    /// supervisor restarts it (SPEC §8). Never resolves for a healthy store.
+    async fn failed(&self) -> String {
+        std::future::pending().await
+    }
 
     /// Flush everything and stop background threads (shutdown). Idempotent.
     fn close(&self);

@@ -1,5 +1,7 @@
 //! When the store cannot write, a provider gets 503 `unavailable` (so it
-//! retries) — never a 2xx for a request that is not durable.
+//! retries) — never a 2xx for a request that is not durable — and, since
+//! sled cannot write again after an I/O error, the process exits non-zero
+//! for its supervisor to restart it.
 //!
 //! The failure is real: the binary runs with a file-size limit
 //! (`RLIMIT_FSIZE`, SIGXFSZ ignored), so once sled's data file reaches it
@@ -117,27 +119,41 @@ async fn a_store_that_cannot_write_answers_503_unavailable() {
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!(retry >= 1);
 
-    // The process is alive, says it is not ready, and keeps refusing rather
-    // than acking requests it cannot store.
-    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    let body = serde_json::to_vec(&generic("ev_after", "pay_after", "Succeed")).unwrap();
-    let mut rb = client
-        .post(format!("{base}/v1/ipn/acme"))
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (k, v) in sign(&body) {
-        rb = rb.header(k, v);
-    }
-    let r = rb.send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 503);
+    // sled cannot write again after an I/O error, so the process exits
+    // non-zero for its supervisor to restart it (SPEC §8) rather than live
+    // on answering 503; until it is gone it acks nothing.
+    let mut child = _child;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alive 10 s after the write error"
+        );
+        let body = serde_json::to_vec(&generic("ev_after", "pay_after", "Succeed")).unwrap();
+        let mut rb = client
+            .post(format!("{base}/v1/ipn/acme"))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in sign(&body) {
+            rb = rb.header(k, v);
+        }
+        if let Ok(r) = rb.send().await {
+            assert!(!r.status().is_success(), "acked after the write error");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.code().is_some_and(|c| c != 0),
+        "exit status after the write error: {status:?}"
+    );
     eprintln!("acked {} before the first 503", acked.len());
 
     // Every request that got a 2xx is on disk: after a kill -9 and a restart
     // without the limit, all of them are known and complete.
-    drop(_child);
+    drop(child);
     let app = spawn_in(dir, "", BASE).await;
     for id in &acked {
         let status = app.wait_done(id).await;

@@ -13,6 +13,11 @@
 //! body) to its own file under `blobs/` and never fsyncs it. Each flush
 //! also fsyncs the blob files it has not synced yet, and then the
 //! directory, so no acknowledged byte lives in an unsynced file.
+//!
+//! A failed flush is fatal: sled latches its first I/O error and fails
+//! every later write until it is reopened (and a failed fsync cannot be
+//! retried safely either), so the waiting callers get an error and
+//! [`GroupCommit::fatal`] is raised for the process to exit non-zero.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -49,6 +54,8 @@ struct Shared {
     wake: Mutex<Wake>,
     cv: Condvar,
     done: watch::Sender<Flushed>,
+    /// The first unrecoverable store error (flush or commit), if any.
+    fatal: watch::Sender<Option<String>>,
 }
 
 pub(super) struct GroupCommit {
@@ -70,6 +77,7 @@ impl GroupCommit {
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
             done,
+            fatal: watch::channel(None).0,
         });
         let s = shared.clone();
         let blobs = dir.join("blobs");
@@ -105,6 +113,22 @@ impl GroupCommit {
             Ok(())
         } else {
             Err(super::StoreError::Flush)
+        }
+    }
+
+    /// Record an unrecoverable store error (the first one wins).
+    pub fn fatal(&self, error: &str) {
+        fatal(&self.shared, error);
+    }
+
+    /// Resolves with the first unrecoverable error once there is one.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.fatal.subscribe();
+        let got = rx.wait_for(Option::is_some).await.map(|e| e.clone());
+        match got {
+            Ok(e) => e.unwrap_or_default(),
+            // The sender lives in `shared`, which we hold: unreachable.
+            Err(_) => std::future::pending().await,
         }
     }
 
@@ -163,6 +187,7 @@ fn flush_loop(s: &Shared, db: &::sled::Db, data_file: &File, blobs: &Path) {
                 Err(e) => {
                     tracing::error!(error = %e, "store flush failed; answering 503 to waiting requests");
                     s.done.send_modify(|f| f.failed_upto = target);
+                    fatal(s, &format!("store flush failed: {e}"));
                 }
             }
             last = target;
@@ -171,6 +196,16 @@ fn flush_loop(s: &Shared, db: &::sled::Db, data_file: &File, blobs: &Path) {
             return;
         }
     }
+}
+
+fn fatal(s: &Shared, error: &str) {
+    s.fatal.send_if_modified(|f| {
+        if f.is_some() {
+            return false;
+        }
+        *f = Some(error.to_string());
+        true
+    });
 }
 
 /// fsync every blob file not synced at its current length, then the

@@ -365,6 +365,10 @@ impl Store for SledStore {
         self.commit.busy()
     }
 
+    async fn failed(&self) -> String {
+        self.commit.failed().await
+    }
+
     fn close(&self) {
         // Closing the channel ends the writer once it drained what is queued.
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -7,7 +7,8 @@
 //! undone and only it answers with the error. After the commit the writer
 //! hands new inbox entries to the work queue and answers every operation
 //! with its result and the round's ticket; a failed commit answers all of
-//! them with the error and writes nothing.
+//! them with the error, writes nothing and raises the store's fatal error
+//! (sled cannot write again without a reopen).
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -151,6 +152,8 @@ impl Writer {
             }
             Some(e) => {
                 tracing::error!(error = %e, "store write failed; answering 503");
+                // sled 0.34 refuses every later write after an I/O error.
+                self.commit.fatal(&format!("store write failed: {e}"));
                 0
             }
         };
