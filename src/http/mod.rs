@@ -84,7 +84,16 @@ fn bad_request(msg: String) -> actix_web::Error {
     ApiError::InvalidRequest(msg).into()
 }
 
-/// All routes; `main` and the tests mount the same thing.
+/// A resource's default service: 405 naming the methods it does serve.
+fn allow(methods: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(methods))
+    })
+}
+
+/// All routes; `main` and the tests mount the same thing. Each path is one
+/// resource: a method it does not serve is 405 with `Allow` (SPEC §8); a
+/// path it does not know is 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -94,41 +103,72 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e.to_string())))
     .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e.to_string())))
     .app_data(web::FormConfig::default().error_handler(|e, _| bad_request(e.to_string())))
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/v1/ipn/{provider}", web::post().to(ipn::ingest))
-    .route(
-        "/v1/async/status/{request_id}",
-        web::get().to(tasks::status),
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(ops::healthz))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/async/result/{request_id}",
-        web::get().to(tasks::result),
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(ops::readyz))
+            .default_service(allow("GET")),
     )
-    .route("/v1/admin/requests", web::get().to(admin::requests))
-    .route(
-        "/v1/admin/requests/{request_id}/reprocess",
-        web::post().to(admin::reprocess),
+    .service(
+        web::resource("/v1/ipn/{provider}")
+            .route(web::post().to(ipn::ingest))
+            .default_service(allow("POST")),
     )
-    .route("/v1/admin/quarantine", web::get().to(admin::quarantine))
-    .route("/v1/payments", web::post().to(payments::register))
-    .route("/v1/payments/{payment_id}", web::get().to(payments::get))
-    .route("/v1/events", web::get().to(payments::events))
-    .route(
-        "/v1/return/{merchant_id}/{payment_id}",
-        web::get().to(returns::merchant_return),
+    .service(
+        web::resource("/v1/async/status/{request_id}")
+            .route(web::get().to(tasks::status))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{merchant_id}/{payment_id}",
-        web::post().to(returns::merchant_return),
+    .service(
+        web::resource("/v1/async/result/{request_id}")
+            .route(web::get().to(tasks::result))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{payment_id}",
-        web::get().to(returns::short_return),
+    .service(
+        web::resource("/v1/admin/requests")
+            .route(web::get().to(admin::requests))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{payment_id}",
-        web::post().to(returns::short_return),
+    .service(
+        web::resource("/v1/admin/requests/{request_id}/reprocess")
+            .route(web::post().to(admin::reprocess))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/admin/quarantine")
+            .route(web::get().to(admin::quarantine))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/payments")
+            .route(web::post().to(payments::register))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/payments/{payment_id}")
+            .route(web::get().to(payments::get))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/events")
+            .route(web::get().to(payments::events))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/return/{merchant_id}/{payment_id}")
+            .route(web::get().to(returns::merchant_return))
+            .route(web::post().to(returns::merchant_return))
+            .default_service(allow("GET, POST")),
+    )
+    .service(
+        web::resource("/v1/return/{payment_id}")
+            .route(web::get().to(returns::short_return))
+            .route(web::post().to(returns::short_return))
+            .default_service(allow("GET, POST")),
     )
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

@@ -11,6 +11,7 @@ mod failpoints;
 mod helpers;
 mod ingest;
 mod ingress;
+mod methods;
 mod ordering;
 mod payments;
 mod presets;
