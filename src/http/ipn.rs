@@ -1,8 +1,10 @@
 //! `POST /v1/ipn/{provider}`: checks, one durable write, acknowledge.
 //!
 //! Order of work (SPEC §4): provider known (404) → IP allowed (403) → rate
-//! limit (429) → size (413) → authenticate the raw body (401) → dedupe →
-//! persist request + task durably → ack. Nothing else happens before the ack.
+//! limit (429) → size (413) → authenticate the raw body (401; quarantines
+//! a bounded record, logs at most a few lines a second per provider) →
+//! dedupe → persist request + task durably → ack. Nothing else happens
+//! before the ack.
 
 use std::net::IpAddr;
 
@@ -96,19 +98,20 @@ pub async fn ingest(
         &body,
         now_ms.div_euclid(1000),
     ) {
-        let rec = QuarantineRecord {
-            provider: provider.id.clone(),
-            received_at: now_ms,
-            reason: e.to_string(),
-            peer: peer_s,
+        let reason = e.to_string();
+        log_rejection(&state, &provider.id, peer_s.as_deref(), &reason, now_ms);
+        let rec = QuarantineRecord::new(
+            provider.id.clone(),
+            now_ms,
+            reason.clone(),
+            peer_s,
             headers,
-            body: body.to_vec(),
-        };
+            &body,
+        );
         if let Err(qe) = state.store.quarantine(rec).await {
             tracing::warn!(error = %qe, "could not quarantine a rejected request");
         }
-        tracing::info!(provider = %provider.id, reason = %e, "IPN rejected: authentication failed");
-        return Err(ApiError::InvalidSignature(e.to_string()));
+        return Err(ApiError::InvalidSignature(reason));
     }
 
     let content_type = req
@@ -154,6 +157,24 @@ pub async fn ingest(
             ack(&state, provider, request_id, s, Some(200))
         }
     })
+}
+
+/// The failed-authentication line, at most a few a second per provider
+/// (service clock); the next one logged says how many were left out.
+fn log_rejection(state: &AppState, provider: &str, peer: Option<&str>, reason: &str, now_ms: i64) {
+    let admitted = state
+        .auth_log
+        .get(provider)
+        .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).admit(now_ms));
+    if let Some(suppressed) = admitted {
+        tracing::info!(
+            %provider,
+            peer = peer.unwrap_or("-"),
+            %reason,
+            suppressed,
+            "IPN rejected: authentication failed"
+        );
+    }
 }
 
 /// The JSON acknowledgement (SPEC §4).

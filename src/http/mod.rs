@@ -5,6 +5,7 @@ mod admin;
 mod caller;
 pub mod error;
 mod ipn;
+mod limits;
 mod ops;
 mod payments;
 mod returns;
@@ -12,7 +13,7 @@ mod tasks;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::web;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// One token bucket per provider (SPEC: `ingress.rate_limit` is per provider).
     pub limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// Throttles the failed-authentication log line, per provider.
+    pub auth_log: HashMap<String, Mutex<limits::LogThrottle>>,
     /// Cleared when a background worker stops unexpectedly (readiness).
     pub workers_alive: Arc<AtomicBool>,
     /// Base of status/response URLs, resolved against the bound port.
@@ -56,7 +59,13 @@ impl AppState {
             .iter()
             .map(|p| (p.id.clone(), RateLimiter::direct(quota)))
             .collect();
+        let auth_log = settings
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), Mutex::default()))
+            .collect();
         AppState {
+            auth_log,
             settings,
             store,
             limiters,

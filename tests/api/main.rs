@@ -15,6 +15,7 @@ mod methods;
 mod ordering;
 mod payments;
 mod presets;
+mod quarantine_bounds;
 mod returns;
 mod schemes;
 mod store_full;
