@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use actix_web::web;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -27,8 +27,11 @@ pub use error::ApiError;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
-    /// One token bucket per provider (SPEC: `ingress.rate_limit` is per provider).
+    /// One token bucket per provider (SPEC: `ingress.rate_limit` is per
+    /// provider), spent by authenticated requests only.
     pub limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// `ingress.unauthenticated_rate_limit`, per source address.
+    pub sources: limits::SourceLimiter,
     /// Throttles the failed-authentication log line, per provider.
     pub auth_log: HashMap<String, Mutex<limits::LogThrottle>>,
     /// Cleared when a background worker stops unexpectedly (readiness).
@@ -49,11 +52,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         applied: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
-        let r = settings.ingress.rate_limit;
-        let quota = Quota::per_second(
-            std::num::NonZeroU32::new(r.per_second).unwrap_or(std::num::NonZeroU32::MIN),
-        )
-        .allow_burst(std::num::NonZeroU32::new(r.burst).unwrap_or(std::num::NonZeroU32::MIN));
+        let quota = limits::quota(settings.ingress.rate_limit);
         let limiters = settings
             .providers
             .iter()
@@ -65,6 +64,7 @@ impl AppState {
             .map(|p| (p.id.clone(), Mutex::default()))
             .collect();
         AppState {
+            sources: limits::SourceLimiter::new(settings.ingress.unauthenticated_rate_limit),
             auth_log,
             settings,
             store,

@@ -21,3 +21,4 @@ mod schemes;
 mod store_full;
 mod tasks;
 mod tenancy;
+mod unauthenticated;

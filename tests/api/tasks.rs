@@ -187,7 +187,7 @@ async fn admin_requests_filter_by_state_and_provider() {
 async fn the_quarantine_keeps_the_newest_1000() {
     let app = spawn_with(
         "",
-        &format!("[ingress]\nrate_limit = {{ per_second = 100000, burst = 100000 }}\n{BASE}"),
+        &format!("[ingress]\nunauthenticated_rate_limit = {{ per_second = 100000, burst = 100000 }}\n{BASE}"),
     )
     .await;
     let bad = |tag: String| {
