@@ -41,6 +41,14 @@ pub fn describe(s: &Settings) -> String {
             s.ingress.rate_limit.per_second, s.ingress.rate_limit.burst
         ),
     );
+    out.insert(
+        "ingress.unauthenticated_rate_limit",
+        format!(
+            "{}/s burst {} per source address, charged per failed authentication",
+            s.ingress.unauthenticated_rate_limit.per_second,
+            s.ingress.unauthenticated_rate_limit.burst
+        ),
+    );
     out.insert("returns.wait_for_final", fmt_dur(s.returns.wait_for_final));
     let mut text: String = out.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     for p in &s.providers {

@@ -122,8 +122,11 @@ pub struct RateLimit {
 
 #[derive(Debug, Clone)]
 pub struct IngressSettings {
-    /// Applied per provider: each provider has its own bucket.
+    /// Applied per provider to authenticated requests: each provider has its own bucket.
     pub rate_limit: RateLimit,
+    /// Applied per source address (after `trusted_proxies`), charged per
+    /// failed authentication.
+    pub unauthenticated_rate_limit: RateLimit,
     pub trusted_proxies: Vec<IpNet>,
 }
 

@@ -154,6 +154,7 @@ pub(super) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIngress {
     pub(super) rate_limit: Option<RawRate>,
+    pub(super) unauthenticated_rate_limit: Option<RawRate>,
     pub(super) trusted_proxies: Option<Vec<String>>,
 }
 

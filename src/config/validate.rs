@@ -152,21 +152,24 @@ impl Validator<'_> {
     }
 
     fn ingress(&self, raw: RawIngress) -> Result<IngressSettings, ConfigError> {
-        let r = raw.rate_limit.unwrap_or(RawRate {
-            per_second: 1000,
-            burst: 2000,
-        });
-        if r.per_second == 0 || r.burst == 0 {
-            return Err(invalid(
-                "ingress.rate_limit",
-                "per_second and burst must be at least 1",
-            ));
-        }
-        Ok(IngressSettings {
-            rate_limit: RateLimit {
+        let rate = |key: &str, r: Option<RawRate>, per_second, burst| {
+            let r = r.unwrap_or(RawRate { per_second, burst });
+            if r.per_second == 0 || r.burst == 0 {
+                return Err(invalid(key, "per_second and burst must be at least 1"));
+            }
+            Ok(RateLimit {
                 per_second: r.per_second,
                 burst: r.burst,
-            },
+            })
+        };
+        Ok(IngressSettings {
+            rate_limit: rate("ingress.rate_limit", raw.rate_limit, 1000, 2000)?,
+            unauthenticated_rate_limit: rate(
+                "ingress.unauthenticated_rate_limit",
+                raw.unauthenticated_rate_limit,
+                10,
+                50,
+            )?,
             trusted_proxies: cidrs(
                 "ingress.trusted_proxies",
                 raw.trusted_proxies.unwrap_or_default(),

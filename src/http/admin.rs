@@ -104,7 +104,9 @@ pub async fn quarantine(
                 "reason": r.reason,
                 "peer": r.peer,
                 "headers": r.headers,
-                "body_base64": base64::engine::general_purpose::STANDARD.encode(&r.body),
+                "body_len": r.body_len,
+                "body_sha256": r.body_sha256,
+                "body_head_base64": base64::engine::general_purpose::STANDARD.encode(&r.body_head),
             })
         })
         .collect();

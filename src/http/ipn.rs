@@ -1,18 +1,23 @@
 //! `POST /v1/ipn/{provider}`: checks, one durable write, acknowledge.
 //!
-//! Order of work (SPEC §4): provider known (404) → IP allowed (403) → rate
-//! limit (429) → size (413) → authenticate the raw body (401) → dedupe →
-//! persist request + task durably → ack. Nothing else happens before the ack.
+//! Order of work (SPEC §4): provider known (404) → IP allowed (403) → size
+//! (413) → source over `ingress.unauthenticated_rate_limit` (429, before any
+//! verification) → authenticate the raw body (401; charges the source's
+//! bucket, quarantines a bounded record) → provider `rate_limit` (429,
+//! authenticated requests only) → dedupe → persist request + task durably →
+//! ack. Nothing else happens before the ack, and failed authentications
+//! never spend a provider's bucket.
 
 use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use ipnet::IpNet;
 use uuid::Uuid;
 
+use super::limits::whole_seconds;
 use super::{ApiError, AppState};
 use crate::config::{Ack, ProviderSettings};
 use crate::store::{Accepted, NewIpn, QuarantineRecord, RawRequest, TaskState};
@@ -58,15 +63,6 @@ pub async fn ingest(
         return Err(ApiError::Forbidden);
     }
 
-    if let Some(limiter) = state.limiters.get(&provider.id) {
-        if let Err(not_until) = limiter.check() {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::RateLimited(
-                wait.as_secs_f64().ceil().max(1.0) as u64
-            ));
-        }
-    }
-
     let max = state.settings.server.max_body_bytes;
     let declared = req
         .headers()
@@ -86,6 +82,11 @@ pub async fn ingest(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
+
+    if let Some(secs) = peer.and_then(|ip| state.sources.retry_after(ip)) {
+        return Err(ApiError::RateLimited(secs));
+    }
+
     let now_ms = state.now_ms();
     let headers = kept_headers(req.headers());
     let peer_s = peer.map(|p| p.to_string());
@@ -96,19 +97,33 @@ pub async fn ingest(
         &body,
         now_ms.div_euclid(1000),
     ) {
-        let rec = QuarantineRecord {
-            provider: provider.id.clone(),
-            received_at: now_ms,
-            reason: e.to_string(),
-            peer: peer_s,
+        if let Some(ip) = peer {
+            state.sources.charge_failure(ip);
+        }
+        let reason = e.to_string();
+        log_rejection(&state, &provider.id, peer_s.as_deref(), &reason, now_ms);
+        let rec = QuarantineRecord::new(
+            provider.id.clone(),
+            now_ms,
+            reason.clone(),
+            peer_s,
             headers,
-            body: body.to_vec(),
-        };
+            &body,
+        );
         if let Err(qe) = state.store.quarantine(rec).await {
             tracing::warn!(error = %qe, "could not quarantine a rejected request");
         }
-        tracing::info!(provider = %provider.id, reason = %e, "IPN rejected: authentication failed");
-        return Err(ApiError::InvalidSignature(e.to_string()));
+        return Err(ApiError::InvalidSignature(reason));
+    }
+
+    if let Some(limiter) = state.limiters.get(&provider.id) {
+        if let Err(not_until) = limiter.check() {
+            let clock = limiter.clock();
+            return Err(ApiError::RateLimited(whole_seconds(
+                not_until.earliest_possible(),
+                clock.now(),
+            )));
+        }
     }
 
     let content_type = req
@@ -160,6 +175,24 @@ pub async fn ingest(
             ack(&state, provider, request_id, s, Some(200))
         }
     })
+}
+
+/// The failed-authentication line, at most a few a second per provider
+/// (service clock); the next one logged says how many were left out.
+fn log_rejection(state: &AppState, provider: &str, peer: Option<&str>, reason: &str, now_ms: i64) {
+    let admitted = state
+        .auth_log
+        .get(provider)
+        .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).admit(now_ms));
+    if let Some(suppressed) = admitted {
+        tracing::info!(
+            %provider,
+            peer = peer.unwrap_or("-"),
+            %reason,
+            suppressed,
+            "IPN rejected: authentication failed"
+        );
+    }
 }
 
 /// The JSON acknowledgement (SPEC §4).

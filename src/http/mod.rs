@@ -5,6 +5,7 @@ mod admin;
 mod caller;
 pub mod error;
 mod ipn;
+mod limits;
 mod ops;
 mod payments;
 mod returns;
@@ -12,10 +13,10 @@ mod tasks;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::web;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -26,8 +27,13 @@ pub use error::ApiError;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
-    /// One token bucket per provider (SPEC: `ingress.rate_limit` is per provider).
+    /// One token bucket per provider (SPEC: `ingress.rate_limit` is per
+    /// provider), spent by authenticated requests only.
     pub limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// `ingress.unauthenticated_rate_limit`, per source address.
+    pub sources: limits::SourceLimiter,
+    /// Throttles the failed-authentication log line, per provider.
+    pub auth_log: HashMap<String, Mutex<limits::LogThrottle>>,
     /// Cleared when a background worker stops unexpectedly (readiness).
     pub workers_alive: Arc<AtomicBool>,
     /// Base of status/response URLs, resolved against the bound port.
@@ -48,17 +54,20 @@ impl AppState {
         clock: Arc<dyn Clock>,
         applied: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
-        let r = settings.ingress.rate_limit;
-        let quota = Quota::per_second(
-            std::num::NonZeroU32::new(r.per_second).unwrap_or(std::num::NonZeroU32::MIN),
-        )
-        .allow_burst(std::num::NonZeroU32::new(r.burst).unwrap_or(std::num::NonZeroU32::MIN));
+        let quota = limits::quota(settings.ingress.rate_limit);
         let limiters = settings
             .providers
             .iter()
             .map(|p| (p.id.clone(), RateLimiter::direct(quota)))
             .collect();
+        let auth_log = settings
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), Mutex::default()))
+            .collect();
         AppState {
+            sources: limits::SourceLimiter::new(settings.ingress.unauthenticated_rate_limit),
+            auth_log,
             store,
             limiters,
             workers_alive,
@@ -90,7 +99,16 @@ fn bad_request(msg: String) -> actix_web::Error {
     ApiError::InvalidRequest(msg).into()
 }
 
-/// All routes; `main` and the tests mount the same thing.
+/// A resource's default service: 405 naming the methods it does serve.
+fn allow(methods: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(methods))
+    })
+}
+
+/// All routes; `main` and the tests mount the same thing. Each path is one
+/// resource: a method it does not serve is 405 with `Allow` (SPEC §8); a
+/// path it does not know is 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -100,41 +118,72 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e.to_string())))
     .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e.to_string())))
     .app_data(web::FormConfig::default().error_handler(|e, _| bad_request(e.to_string())))
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/v1/ipn/{provider}", web::post().to(ipn::ingest))
-    .route(
-        "/v1/async/status/{request_id}",
-        web::get().to(tasks::status),
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(ops::healthz))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/async/result/{request_id}",
-        web::get().to(tasks::result),
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(ops::readyz))
+            .default_service(allow("GET")),
     )
-    .route("/v1/admin/requests", web::get().to(admin::requests))
-    .route(
-        "/v1/admin/requests/{request_id}/reprocess",
-        web::post().to(admin::reprocess),
+    .service(
+        web::resource("/v1/ipn/{provider}")
+            .route(web::post().to(ipn::ingest))
+            .default_service(allow("POST")),
     )
-    .route("/v1/admin/quarantine", web::get().to(admin::quarantine))
-    .route("/v1/payments", web::post().to(payments::register))
-    .route("/v1/payments/{payment_id}", web::get().to(payments::get))
-    .route("/v1/events", web::get().to(payments::events))
-    .route(
-        "/v1/return/{merchant_id}/{payment_id}",
-        web::get().to(returns::merchant_return),
+    .service(
+        web::resource("/v1/async/status/{request_id}")
+            .route(web::get().to(tasks::status))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{merchant_id}/{payment_id}",
-        web::post().to(returns::merchant_return),
+    .service(
+        web::resource("/v1/async/result/{request_id}")
+            .route(web::get().to(tasks::result))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{payment_id}",
-        web::get().to(returns::short_return),
+    .service(
+        web::resource("/v1/admin/requests")
+            .route(web::get().to(admin::requests))
+            .default_service(allow("GET")),
     )
-    .route(
-        "/v1/return/{payment_id}",
-        web::post().to(returns::short_return),
+    .service(
+        web::resource("/v1/admin/requests/{request_id}/reprocess")
+            .route(web::post().to(admin::reprocess))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/admin/quarantine")
+            .route(web::get().to(admin::quarantine))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/payments")
+            .route(web::post().to(payments::register))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/payments/{payment_id}")
+            .route(web::get().to(payments::get))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/events")
+            .route(web::get().to(payments::events))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/return/{merchant_id}/{payment_id}")
+            .route(web::get().to(returns::merchant_return))
+            .route(web::post().to(returns::merchant_return))
+            .default_service(allow("GET, POST")),
+    )
+    .service(
+        web::resource("/v1/return/{payment_id}")
+            .route(web::get().to(returns::short_return))
+            .route(web::post().to(returns::short_return))
+            .default_service(allow("GET, POST")),
     )
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

@@ -71,8 +71,59 @@ pub struct DedupeRecord {
 }
 
 /// A request that failed authentication (`quarantine` tree, last 1000).
+/// Bounded per request (SPEC §4): the body is kept as its length, its
+/// SHA-256 and its first [`QuarantineRecord::BODY_HEAD`] bytes only, so
+/// unauthenticated traffic cannot fill the disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineRecord {
+    pub provider: String,
+    pub received_at: i64,
+    pub reason: String,
+    pub peer: Option<String>,
+    /// Credentials (`authorization`, `cookie`, …) already dropped.
+    pub headers: Vec<(String, String)>,
+    /// The first `BODY_HEAD` bytes of the body. (First after `headers`, as
+    /// the whole body was before: an old record then fails to decode as
+    /// this layout instead of decoding as garbage.)
+    #[serde(with = "serde_bytes")]
+    pub body_head: Vec<u8>,
+    /// Length of the whole body in bytes.
+    pub body_len: u64,
+    /// SHA-256 of the whole body, lower-case hex.
+    pub body_sha256: String,
+}
+
+impl QuarantineRecord {
+    /// How much of a rejected body is kept: 4 KiB.
+    pub const BODY_HEAD: usize = 4096;
+
+    /// A record of `body`, keeping only its head.
+    pub fn new(
+        provider: String,
+        received_at: i64,
+        reason: String,
+        peer: Option<String>,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> QuarantineRecord {
+        use sha2::Digest;
+        QuarantineRecord {
+            provider,
+            received_at,
+            reason,
+            peer,
+            headers,
+            body_head: body[..body.len().min(Self::BODY_HEAD)].to_vec(),
+            body_len: body.len() as u64,
+            body_sha256: hex::encode(sha2::Sha256::digest(body)),
+        }
+    }
+}
+
+/// The quarantine layout before bodies were cut to a head (whole body kept);
+/// still read, so an upgraded store lists what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyQuarantineRecord {
     pub provider: String,
     pub received_at: i64,
     pub reason: String,
@@ -80,6 +131,19 @@ pub struct QuarantineRecord {
     pub headers: Vec<(String, String)>,
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+}
+
+impl From<LegacyQuarantineRecord> for QuarantineRecord {
+    fn from(r: LegacyQuarantineRecord) -> QuarantineRecord {
+        QuarantineRecord::new(
+            r.provider,
+            r.received_at,
+            r.reason,
+            r.peer,
+            r.headers,
+            &r.body,
+        )
+    }
 }
 
 /// A payment of one merchant: (merchant, payment_id) is its identity.

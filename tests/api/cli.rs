@@ -69,6 +69,10 @@ fn check_config_accepts_the_example_and_prints_no_secret() {
     }
     assert!(out.contains("merchant shop-1"), "{out}");
     assert!(out.contains("127.0.0.1:8080"), "{out}");
+    assert!(
+        out.contains("ingress.unauthenticated_rate_limit = 10/s burst 50 per source address"),
+        "{out}"
+    );
     assert_no_secrets(&out, &EXAMPLE_SECRETS);
     assert_no_secrets(&err, &EXAMPLE_SECRETS);
 }
@@ -136,6 +140,11 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
             "bad duration",
             with("[server]\nshutdown_timeout = \"5 parsecs\""),
             vec!["shutdown_timeout", "parsecs"],
+        ),
+        (
+            "an unauthenticated rate limit of zero",
+            with("[ingress]\nunauthenticated_rate_limit = { per_second = 10, burst = 0 }"),
+            vec!["ingress.unauthenticated_rate_limit", "burst"],
         ),
         (
             "none without allowed_ips",

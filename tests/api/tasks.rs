@@ -187,7 +187,7 @@ async fn admin_requests_filter_by_state_and_provider() {
 async fn the_quarantine_keeps_the_newest_1000() {
     let app = spawn_with(
         "",
-        &format!("[ingress]\nrate_limit = {{ per_second = 100000, burst = 100000 }}\n{BASE}"),
+        &format!("[ingress]\nunauthenticated_rate_limit = {{ per_second = 100000, burst = 100000 }}\n{BASE}"),
     )
     .await;
     let bad = |tag: String| {
@@ -232,7 +232,7 @@ async fn the_quarantine_keeps_the_newest_1000() {
         .iter()
         .map(|i| {
             let b = base64::engine::general_purpose::STANDARD
-                .decode(i["body_base64"].as_str().unwrap())
+                .decode(i["body_head_base64"].as_str().unwrap())
                 .unwrap();
             String::from_utf8(b).unwrap()
         })
@@ -261,7 +261,7 @@ async fn the_quarantine_keeps_the_newest_1000() {
     let items = q["data"].as_array().unwrap();
     assert_eq!(items.len(), 1000);
     let first = base64::engine::general_purpose::STANDARD
-        .decode(items[0]["body_base64"].as_str().unwrap())
+        .decode(items[0]["body_head_base64"].as_str().unwrap())
         .unwrap();
     assert_eq!(first, b"after-restart");
 }

@@ -10,7 +10,9 @@ fn quarantined_request(i: i64) -> QuarantineRecord {
         reason: format!("bad signature #{i}"),
         peer: Some("192.0.2.1".into()),
         headers: vec![("x-signature".into(), format!("v1={i}"))],
-        body: vec![0xff, i as u8],
+        body_head: vec![0xff, i as u8],
+        body_len: 2,
+        body_sha256: format!("{i:064x}"),
     }
 }
 

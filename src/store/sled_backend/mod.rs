@@ -64,6 +64,18 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// A quarantine value: the current layout, else the legacy one (whole body),
+/// converted. The current layout never decodes as the legacy one by
+/// mistake: it is tried first, and a legacy value ends where the current
+/// layout still expects `body_len`.
+fn dec_quarantine(b: &[u8]) -> Result<QuarantineRecord, StoreError> {
+    dec::<QuarantineRecord>(b).or_else(|e| {
+        dec::<LegacyQuarantineRecord>(b)
+            .map(QuarantineRecord::from)
+            .map_err(|_| e)
+    })
+}
+
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
         StoreError::Io(e.to_string())
@@ -382,5 +394,29 @@ impl Store for SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_values_of_both_layouts_decode() {
+        let legacy = LegacyQuarantineRecord {
+            provider: "acme".into(),
+            received_at: 7,
+            reason: "no signature matched".into(),
+            peer: None,
+            headers: vec![("x-signature".into(), "00".into())],
+            body: vec![b'x'; 5000],
+        };
+        let got = dec_quarantine(&enc(&legacy).unwrap()).unwrap();
+        assert_eq!(got.body_len, 5000);
+        assert_eq!(got.body_head, vec![b'x'; QuarantineRecord::BODY_HEAD]);
+        assert_eq!(got, QuarantineRecord::from(legacy));
+
+        let current = QuarantineRecord::new("acme".into(), 8, "r".into(), None, vec![], b"abc");
+        assert_eq!(dec_quarantine(&enc(&current).unwrap()).unwrap(), current);
     }
 }

@@ -151,6 +151,6 @@ pub(super) fn quarantined(t: &Trees, limit: usize) -> Result<Vec<QuarantineRecor
         .values()
         .rev()
         .take(limit)
-        .map(|v| dec(&v?))
+        .map(|v| dec_quarantine(&v?))
         .collect()
 }

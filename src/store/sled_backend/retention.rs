@@ -52,7 +52,7 @@ impl SledStore {
         self.remove_if(&mut keys).await?;
         for kv in self.trees.quarantine.iter() {
             let (k, v) = kv?;
-            let q: QuarantineRecord = dec(&v)?;
+            let q = dec_quarantine(&v)?;
             if now - q.received_at >= r.events {
                 keys.push((tree::QUARANTINE, k.to_vec(), v));
             }

@@ -1,0 +1,133 @@
+//! Failed authentications cannot starve a provider (SPEC §4): they are
+//! charged to the source address's `ingress.unauthenticated_rate_limit`
+//! bucket, never to the provider's `rate_limit`, and a source over its bucket
+//! is refused with 429 before its signature is even checked.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const PROXY: &str = "[ingress]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+/// The provider's own address (behind the trusted proxy).
+const PROVIDER_IP: &str = "203.0.113.7";
+
+/// An unsigned IPN for acme from `source`.
+async fn unsigned(app: &TestApp, source: &str, i: usize) -> reqwest::Response {
+    let body = serde_json::to_vec(&generic(&format!("bad-{i}"), "pay-x", "Succeed")).unwrap();
+    app.post_raw(
+        "acme",
+        body,
+        &[
+            ("X-Signature".into(), "00".repeat(32)),
+            ("X-Forwarded-For".into(), source.into()),
+        ],
+    )
+    .await
+}
+
+/// A correctly signed IPN for acme from `source`.
+async fn signed(app: &TestApp, source: &str, event: &str) -> reqwest::Response {
+    let body = serde_json::to_vec(&generic(event, &format!("pay-{event}"), "Succeed")).unwrap();
+    let mut h = app.sign("acme", &body, &[]);
+    h.push(("X-Forwarded-For".into(), source.into()));
+    app.post_raw("acme", body, &h).await
+}
+
+/// Post unsigned from `source` until a 429; returns (401s before it, the 429).
+async fn fail_until_limited(app: &TestApp, source: &str) -> (usize, reqwest::Response) {
+    let mut refused = 0;
+    loop {
+        let r = unsigned(app, source, refused).await;
+        match r.status().as_u16() {
+            401 => refused += 1,
+            429 => return (refused, r),
+            other => panic!("unexpected {other}"),
+        }
+        assert!(refused < 500, "{source} never limited");
+    }
+}
+
+#[tokio::test]
+async fn failed_authentications_do_not_spend_the_providers_rate_limit() {
+    let app = spawn_with(
+        "",
+        &format!("[ingress]\nrate_limit = {{ per_second = 1, burst = 40 }}\ntrusted_proxies = [\"127.0.0.1/32\"]\n{BASE}"),
+    )
+    .await;
+    for i in 0..80 {
+        let code = unsigned(&app, "198.51.100.9", i).await.status().as_u16();
+        assert!(code == 401 || code == 429, "unsigned {i}: {code}");
+    }
+    for i in 0..5 {
+        let r = signed(&app, PROVIDER_IP, &format!("ok-{i}")).await;
+        assert_eq!(r.status().as_u16(), 202, "signed {i} after the flood");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_source_gets_429_over_its_burst_while_signed_traffic_flows() {
+    // Defaults: 10/s, burst 50.
+    let app = spawn_with("", &format!("{PROXY}{BASE}")).await;
+    let start = Instant::now();
+    let (refused, limited) = fail_until_limited(&app, "198.51.100.66").await;
+    let allowance = 50 + 1 + 10 * (start.elapsed().as_secs() as usize + 1);
+    assert!(
+        refused >= 50,
+        "the burst of 50 is answered 401, got {refused}"
+    );
+    assert!(
+        refused <= allowance,
+        "{refused} 401s, allowance {allowance}"
+    );
+    let retry: u64 = limited
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("whole seconds");
+    assert!(retry >= 1);
+    let v: Value = limited.json().await.unwrap();
+    assert_eq!(error_code(&v), "rate_limited");
+
+    // The attacker keeps going; the provider's signed IPNs keep being accepted.
+    for i in 0..20 {
+        let code = unsigned(&app, "198.51.100.66", 1000 + i)
+            .await
+            .status()
+            .as_u16();
+        assert!(code == 429 || code == 401, "attacker {i}: {code}");
+        let r = signed(&app, PROVIDER_IP, &format!("flow-{i}")).await;
+        assert_eq!(r.status().as_u16(), 202, "signed {i}");
+    }
+    // Requests refused with 429 were not verified, so not quarantined.
+    let (_, q) = app.get_auth("/v1/admin/quarantine?limit=1000", ADMIN).await;
+    let kept = q["data"].as_array().unwrap().len();
+    assert!(kept < refused + 21, "{kept} quarantined, {refused} 401s");
+}
+
+#[tokio::test]
+async fn each_forwarded_source_has_its_own_bucket() {
+    let app = spawn_with("", &format!("{PROXY}{BASE}")).await;
+    let (_, limited) = fail_until_limited(&app, "198.51.100.1").await;
+    assert_eq!(limited.status().as_u16(), 429);
+    // Another client behind the same proxy is not limited by the first one.
+    for i in 0..10 {
+        let r = unsigned(&app, "198.51.100.2", i).await;
+        assert_eq!(r.status().as_u16(), 401, "second source, try {i}");
+    }
+    // Nor is the proxy's own address.
+    let body = serde_json::to_vec(&generic("own", "pay-own", "Succeed")).unwrap();
+    let r = app
+        .post_raw("acme", body, &[("X-Signature".into(), "00".into())])
+        .await;
+    assert_eq!(r.status().as_u16(), 401);
+    // Still limited: the first source.
+    assert_eq!(
+        unsigned(&app, "198.51.100.1", 99).await.status().as_u16(),
+        429
+    );
+}
