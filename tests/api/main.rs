@@ -11,6 +11,7 @@ mod failpoints;
 mod helpers;
 mod ingest;
 mod ingress;
+mod newcomer;
 mod ordering;
 mod payments;
 mod presets;
