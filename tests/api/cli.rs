@@ -265,7 +265,10 @@ fn a_secret_from_the_environment_works() {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(b"{\"id\":\"x\"}");
     let want = hex::encode(mac.finalize().into_bytes());
-    assert_eq!(out.trim(), format!("X-Signature: {want}"));
+    assert_eq!(
+        out.trim(),
+        format!("content-type: application/json\nX-Signature: {want}")
+    );
 
     // Unset, the same file is refused.
     let o = cmd()
