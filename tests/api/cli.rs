@@ -140,24 +140,30 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
         (
             "none without allowed_ips",
             with("[[providers]]\nid = \"open\"\n[providers.auth]\nscheme = \"none\""),
-            vec!["providers[0].auth.scheme", "allowed_ips"],
+            vec!["providers \"open\" (line 3) auth.scheme", "allowed_ips"],
         ),
         (
             "secrets_env unset",
             with("[[providers]]\nid = \"acme\"\n[providers.auth]\nsecrets_env = \"IPN_TEST_MISSING_VAR\""),
-            vec!["providers[0].auth.secrets_env", "IPN_TEST_MISSING_VAR"],
+            vec![
+                "providers \"acme\" (line 3) auth.secrets_env",
+                "IPN_TEST_MISSING_VAR",
+            ],
         ),
         (
             "merchant_id naming no merchant",
             with(&format!(
                 "[[providers]]\nid = \"acme\"\nmerchant_id = \"shop-9\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n{MERCHANT}"
             )),
-            vec!["providers[0].merchant_id", "shop-9"],
+            vec!["providers \"acme\" (line 3) merchant_id", "shop-9"],
         ),
         (
             "default_site_url outside allowed origins",
             with("[[merchants]]\nid = \"shop-1\"\nallowed_return_origins = [\"https://shop.example.com\"]\ndefault_site_url = \"https://evil.example.net/return\""),
-            vec!["merchants[0].default_site_url", "evil.example.net"],
+            vec![
+                "merchants \"shop-1\" (line 3) default_site_url",
+                "evil.example.net",
+            ],
         ),
         (
             "duplicate provider ids",
@@ -165,7 +171,10 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
                 "[[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n\
                  [[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n{MERCHANT}"
             )),
-            vec!["providers[1].id", "acme"],
+            vec![
+                "providers \"acme\" (line 8): duplicate id",
+                "first defined as providers \"acme\" (line 3)",
+            ],
         ),
         (
             "a secret given as a string instead of a list",

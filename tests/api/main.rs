@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod clock;
+mod config_refusals;
 mod crash;
 mod durability;
 mod exactly_once;
