@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::http::{routes, AppState};
 use crate::processor;
 use crate::store::sled_backend::{SledOptions, SledStore};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Nice the calling thread (Linux: per-thread priority) so that background
 /// processing yields the CPU to the HTTP workers that acknowledge IPNs.
@@ -67,8 +67,13 @@ impl Application {
             sync: settings.storage.durability == Durability::Sync,
         };
         let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&settings.storage.path, opts).with_context(|| {
-                format!("opening the store at {}", settings.storage.path.display())
+            SledStore::open(&settings.storage.path, opts).map_err(|e| match e {
+                // Already one line naming the path.
+                StoreError::Open(_) => anyhow::Error::new(e),
+                e => anyhow::Error::new(e).context(format!(
+                    "opening the store at {}",
+                    settings.storage.path.display()
+                )),
             })?,
         );
         let listener = TcpListener::bind(settings.server.listen)

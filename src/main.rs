@@ -43,9 +43,11 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         provider: String,
+        /// The body file, or `-` for stdin.
         #[arg(long)]
         body: PathBuf,
-        /// Extra request header an auth scheme reads, e.g. "event-type: payment.capture.create".
+        /// Extra request header the provider sends (printed too), e.g.
+        /// "event-type: payment.capture.create" for PaymentsOS.
         #[arg(long = "header")]
         headers: Vec<String>,
     },
@@ -159,6 +161,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Prints, one `Name: value` a line, every header the provider would send
+/// (`content-type`, the `--header`s, the signature headers), so the output
+/// can go to `curl -H @file`. A scheme that rewrites the body (adyen-hmac)
+/// prints it after a blank line.
 fn sign(
     s: &Settings,
     provider: &str,
@@ -166,22 +172,44 @@ fn sign(
     extra: &[String],
 ) -> anyhow::Result<()> {
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use std::io::Read;
     let p = s
         .provider(provider)
         .with_context(|| format!("no provider {provider:?} in the config"))?;
-    let body = std::fs::read(body).with_context(|| format!("reading {}", body.display()))?;
+    let body = if body.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("reading the body from stdin")?;
+        b
+    } else {
+        std::fs::read(body).with_context(|| format!("reading {}", body.display()))?
+    };
     let mut map = HeaderMap::new();
+    let mut lines: Vec<(String, String)> = Vec::new();
     for h in extra {
         let (k, v) = h
             .split_once(':')
             .context("--header takes \"Name: value\"")?;
-        map.insert(
-            HeaderName::from_bytes(k.trim().as_bytes())?,
-            HeaderValue::from_str(v.trim())?,
-        );
+        let name = HeaderName::from_bytes(k.trim().as_bytes())?;
+        map.insert(name.clone(), HeaderValue::from_str(v.trim())?);
+        lines.push((name.as_str().to_string(), v.trim().to_string()));
+    }
+    if !map.contains_key("content-type") {
+        let ct = if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
+        lines.insert(0, ("content-type".into(), ct.into()));
     }
     let signed = ipn_relay::auth::sign(&p.auth, &map, &body, chrono::Utc::now().timestamp())?;
     for (k, v) in &signed.headers {
+        let k = k.to_string();
+        lines.retain(|(have, _)| !have.eq_ignore_ascii_case(&k));
+        lines.push((k, v.to_string()));
+    }
+    for (k, v) in &lines {
         println!("{k}: {v}");
     }
     if let Some(b) = signed.body {

@@ -1,9 +1,34 @@
 //! Building the 3DS return redirect (SPEC §7). Pure: time and secret passed in.
+//!
+//! Our parameters are written into the URL percent-encoded per RFC 3986:
+//! unreserved characters (`A-Z a-z 0-9 - . _ ~`) kept, every other byte of
+//! the UTF-8 text as `%XX` (a space is `%20`, never `+`). With a secret, the
+//! signature is computed over exactly those encoded `k=v` pairs, so what the
+//! merchant reads from the URL is what was signed.
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use url::Url;
+
+/// Everything but RFC 3986 unreserved characters is encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Names we set; a merchant's own parameter of one of these names is dropped.
+const OURS: [&str; 6] = [
+    "payment_id",
+    "status",
+    "authorization_id",
+    "charge_id",
+    "ts",
+    "signature",
+];
 
 /// What the merchant's page is told about the payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,55 +39,83 @@ pub struct ReturnParams<'a> {
     pub status: &'a str,
 }
 
-/// `base` with its own query kept and our parameters set (replacing any of
-/// the same name). With a `secret`, adds `ts` and `signature` =
-/// base64url(HMAC-SHA256(secret, "k=v&k=v…")) over the other added
-/// parameters sorted by name, values as they are (not percent-encoded).
+/// RFC 3986 percent-encoding of `s` (unreserved kept).
+pub fn encode(s: &str) -> String {
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
+}
+
+/// The signed string: `pairs` sorted by name, key and value each
+/// [`encode`]d, written `k=v` and joined by `&`.
+pub fn canonical(pairs: &[(&str, &str)]) -> String {
+    let mut enc: Vec<(String, String)> =
+        pairs.iter().map(|(k, v)| (encode(k), encode(v))).collect();
+    enc.sort();
+    enc.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `base` with its own query kept (as written, minus any parameter named
+/// like one of ours) and our parameters appended, RFC 3986-encoded. With a
+/// `secret`, adds `ts` = `now_secs` and `signature` =
+/// base64url(HMAC-SHA256(secret, [`canonical`])) over every other added
+/// parameter, `ts` included.
 pub fn return_url(base: &Url, p: &ReturnParams, secret: Option<&[u8]>, now_secs: i64) -> Url {
-    let mut added: Vec<(&str, String)> = vec![
-        ("payment_id", p.payment_id.to_string()),
-        ("status", p.status.to_string()),
-    ];
+    let ts = now_secs.to_string();
+    let mut added: Vec<(&str, &str)> = vec![("payment_id", p.payment_id), ("status", p.status)];
     if let Some(a) = p.authorization_id {
-        added.push(("authorization_id", a.to_string()));
+        added.push(("authorization_id", a));
     }
     if let Some(c) = p.charge_id {
-        added.push(("charge_id", c.to_string()));
+        added.push(("charge_id", c));
     }
-    added.sort_by(|a, b| a.0.cmp(b.0));
-    let ours = |k: &str| {
-        matches!(
-            k,
-            "payment_id" | "status" | "authorization_id" | "charge_id" | "ts" | "signature"
-        )
-    };
-    let kept: Vec<(String, String)> = base
-        .query_pairs()
-        .filter(|(k, _)| !ours(k))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    if secret.is_some() {
+        added.push(("ts", &ts));
+    }
+    added.sort();
+    let mut parts: Vec<String> = base
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|seg| !seg.is_empty() && !OURS.contains(&segment_key(seg).as_str()))
+        .map(str::to_string)
         .collect();
+    parts.extend(
+        added
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v))),
+    );
+    if let Some(secret) = secret {
+        parts.push(format!("signature={}", sign(secret, &canonical(&added))));
+    }
     let mut url = base.clone();
     url.set_fragment(None);
-    {
-        let mut q = url.query_pairs_mut();
-        q.clear();
-        for (k, v) in &kept {
-            q.append_pair(k, v);
-        }
-        for (k, v) in &added {
-            q.append_pair(k, v);
-        }
-        if let Some(secret) = secret {
-            let canonical = added
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("&");
-            q.append_pair("ts", &now_secs.to_string());
-            q.append_pair("signature", &sign(secret, &canonical));
-        }
-    }
+    url.set_query(Some(&parts.join("&")));
     url
+}
+
+/// Checks a return URL as a merchant would: our parameters (but
+/// `signature`) taken from the URL, [`canonical`] of them, compared with
+/// `signature`. Says nothing about the age of `ts`: that is the caller's.
+pub fn verify(url: &Url, secret: &[u8]) -> bool {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let Some(sig) = pairs.iter().find(|(k, _)| k == "signature") else {
+        return false;
+    };
+    let signed: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "signature" && OURS.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let want = sign(secret, &canonical(&signed));
+    want.as_bytes().ct_eq(sig.1.as_bytes()).into()
+}
+
+/// The decoded name of one `k=v` query segment.
+fn segment_key(seg: &str) -> String {
+    let k = seg.split('=').next().unwrap_or("").replace('+', " ");
+    percent_decode_str(&k).decode_utf8_lossy().into_owned()
 }
 
 /// base64url (no padding) HMAC-SHA256 of `canonical`.
@@ -73,54 +126,4 @@ pub fn sign(secret: &[u8], canonical: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params() -> ReturnParams<'static> {
-        ReturnParams {
-            payment_id: "pay_1",
-            authorization_id: Some("auth 9"),
-            charge_id: None,
-            status: "succeeded",
-        }
-    }
-
-    #[test]
-    fn keeps_the_merchants_query_and_sets_ours() {
-        let base =
-            Url::parse("https://shop.example.com/return?order=42&status=forged#frag").unwrap();
-        let u = return_url(&base, &params(), None, 0);
-        let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
-        assert_eq!(
-            q,
-            vec![
-                ("order".into(), "42".into()),
-                ("authorization_id".into(), "auth 9".into()),
-                ("payment_id".into(), "pay_1".into()),
-                ("status".into(), "succeeded".into()),
-            ]
-        );
-        assert_eq!(u.fragment(), None);
-        assert_eq!(u.path(), "/return");
-    }
-
-    #[test]
-    fn signature_covers_the_sorted_added_parameters() {
-        let base = Url::parse("https://shop.example.com/r").unwrap();
-        let u = return_url(&base, &params(), Some(b"s3cret"), 1_700_000_000);
-        let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
-        assert_eq!(q["ts"], "1700000000");
-        let expected = sign(
-            b"s3cret",
-            "authorization_id=auth 9&payment_id=pay_1&status=succeeded",
-        );
-        assert_eq!(q["signature"], expected);
-        assert_ne!(
-            q["signature"],
-            sign(
-                b"other",
-                "authorization_id=auth 9&payment_id=pay_1&status=succeeded"
-            )
-        );
-    }
-}
+mod tests;

@@ -132,7 +132,10 @@ pub enum AuthError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
-    #[error("scheme {0:?} cannot be signed with the configured material")]
+    #[error(
+        "scheme {} cannot be signed with the configured material",
+        crate::config::spelling(.0)
+    )]
     Unsupported(Scheme),
     #[error("no secret configured")]
     NoSecret,

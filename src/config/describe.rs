@@ -18,7 +18,10 @@ pub fn describe(s: &Settings) -> String {
     out.insert("storage.path", s.storage.path.display().to_string());
     out.insert(
         "storage.durability",
-        format!("{:?}", s.storage.durability).to_lowercase(),
+        match s.storage.durability {
+            super::Durability::Sync => "sync".into(),
+            super::Durability::Async => "async".into(),
+        },
     );
     out.insert(
         "storage.min_free_space",
@@ -53,12 +56,12 @@ pub fn describe(s: &Settings) -> String {
     let mut text: String = out.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     for p in &s.providers {
         text.push_str(&format!(
-            "provider {}: POST {}/v1/ipn/{} preset={:?} auth={:?} secrets={} [redacted] merchant={} allowed_ips={} reorder_window={}\n",
+            "provider {}: POST {}/v1/ipn/{} preset={} auth={} secrets={} [redacted] merchant={} allowed_ips={} reorder_window={}\n",
             p.id,
             public_url(s),
             p.id,
-            p.preset,
-            p.auth.scheme,
+            super::spelling(&p.preset),
+            super::spelling(&p.auth.scheme),
             p.auth.secrets.len(),
             p.merchant_id.as_deref().unwrap_or("-"),
             if p.allowed_ips.is_empty() { "any".into() } else { format!("{:?}", p.allowed_ips) },
@@ -86,5 +89,5 @@ fn public_url(s: &Settings) -> String {
 }
 
 fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    super::duration_spelling(d)
 }

@@ -7,6 +7,7 @@
 //! as `x_env = "VAR"`.
 
 mod describe;
+mod lines;
 mod providers;
 mod raw;
 mod validate;
@@ -42,6 +43,34 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid config: {key}: {message}")]
     Invalid { key: String, message: String },
+}
+
+/// An enum as the config spells it (`adyen-hmac`, not `AdyenHmac`).
+pub(crate) fn spelling<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// A duration as the config spells it: the largest of `d`, `h`, `m`, `s`,
+/// `ms` that divides it (`"7d"`, `"90s"`, `"1500ms"`).
+pub(crate) fn duration_spelling(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -199,7 +228,10 @@ impl MerchantSettings {
     /// Is this absolute URL's origin one the merchant allows as a return target?
     pub fn allows_return_to(&self, url: &Url) -> bool {
         let origin = url.origin().ascii_serialization();
-        self.allowed_return_origins.contains(&origin)
+        // Userinfo (`https://user@host`) is refused whatever the origin.
+        url.username().is_empty()
+            && url.password().is_none()
+            && self.allowed_return_origins.contains(&origin)
     }
 }
 
@@ -224,7 +256,13 @@ impl Settings {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
-        Validator { env, base_dir }.settings(raw)
+        let lines = lines::ItemLines::scan(text);
+        Validator {
+            env,
+            base_dir,
+            lines: &lines,
+        }
+        .settings(raw)
     }
 
     pub fn provider(&self, id: &str) -> Option<&ProviderSettings> {

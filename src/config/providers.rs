@@ -4,6 +4,7 @@
 use secrecy::ExposeSecret;
 
 use super::raw::*;
+use super::spelling;
 use super::validate::{check_id, cidrs, dur, Validator};
 use super::*;
 use crate::auth::{self, Algorithm, AuthConfig, Encoding, Scheme};
@@ -16,17 +17,17 @@ impl Validator<'_> {
         raw: RawProvider,
         merchants: &[MerchantSettings],
     ) -> Result<ProviderSettings, ConfigError> {
-        let key = format!("providers[{i}]");
-        check_id(&format!("{key}.id"), &raw.id)?;
+        let key = self.lines.provider(i, &raw.id);
+        check_id(&format!("{key} id"), &raw.id)?;
         if let Some(m) = &raw.merchant_id {
             if !merchants.iter().any(|x| &x.id == m) {
                 return Err(invalid(
-                    format!("{key}.merchant_id"),
+                    format!("{key} merchant_id"),
                     format!("no merchant with id {m:?}"),
                 ));
             }
         }
-        let allowed_ips = cidrs(&format!("{key}.allowed_ips"), raw.allowed_ips)?;
+        let allowed_ips = cidrs(&format!("{key} allowed_ips"), raw.allowed_ips)?;
         let ack = match raw.ack {
             None if raw.preset == Preset::Adyen => Ack::Fixed {
                 status: 200,
@@ -36,7 +37,7 @@ impl Validator<'_> {
             None => Ack::Json { status: 202 },
             Some(a) => {
                 if !(200..=299).contains(&a.status) {
-                    return Err(invalid(format!("{key}.ack.status"), "must be a 2xx status"));
+                    return Err(invalid(format!("{key} ack.status"), "must be a 2xx status"));
                 }
                 match a.body {
                     None => Ack::Json { status: a.status },
@@ -50,42 +51,36 @@ impl Validator<'_> {
         };
         let auth = self.auth(&key, raw.preset, raw.auth, !allowed_ips.is_empty())?;
         let mapping = Mapping::compile(raw.preset, &raw.mapping)
-            .map_err(|e| invalid(format!("{key}.{}", e.key), e.message))?;
+            .map_err(|e| invalid(format!("{key} {}", e.key), e.message))?;
         let served = match raw.merchants {
             Some(list) => list,
             None => raw.merchant_id.iter().cloned().collect(),
         };
         if served.is_empty() {
             return Err(invalid(
-                format!("{key}.merchants"),
-                format!(
-                    "provider {:?} reports for no merchant: set merchant_id or a non-empty merchants list",
-                    raw.id
-                ),
+                format!("{key} merchants"),
+                "reports for no merchant: set merchant_id or a non-empty merchants list",
             ));
         }
         for (j, m) in served.iter().enumerate() {
             if !merchants.iter().any(|x| &x.id == m) {
                 return Err(invalid(
-                    format!("{key}.merchants[{j}]"),
-                    format!("provider {:?}: no merchant with id {m:?}", raw.id),
+                    format!("{key} merchants"),
+                    format!("no merchant with id {m:?}"),
                 ));
             }
             if served[..j].contains(m) {
                 return Err(invalid(
-                    format!("{key}.merchants[{j}]"),
-                    format!("provider {:?}: merchant {m:?} listed twice", raw.id),
+                    format!("{key} merchants"),
+                    format!("merchant {m:?} listed twice"),
                 ));
             }
         }
         if let Some(m) = &raw.merchant_id {
             if !served.contains(m) {
                 return Err(invalid(
-                    format!("{key}.merchant_id"),
-                    format!(
-                        "provider {:?}: merchant_id {m:?} is not in its merchants",
-                        raw.id
-                    ),
+                    format!("{key} merchant_id"),
+                    format!("merchant_id {m:?} is not in its merchants"),
                 ));
             }
         }
@@ -109,7 +104,7 @@ impl Validator<'_> {
         raw: RawAuth,
         has_ip_allowlist: bool,
     ) -> Result<AuthConfig, ConfigError> {
-        let key = format!("{pkey}.auth");
+        let key = format!("{pkey} auth");
         let has_key = raw.public_key.is_some() || raw.public_key_file.is_some();
         let scheme = raw.scheme.unwrap_or(match preset {
             Preset::Generic => Scheme::Hmac,
@@ -159,7 +154,7 @@ impl Validator<'_> {
             };
             return Err(invalid(
                 format!("{key}.{what}"),
-                format!("scheme {scheme:?} needs at least one"),
+                format!("scheme {} needs at least one", spelling(&scheme)),
             ));
         }
         match scheme {

@@ -1,7 +1,9 @@
 //! From the raw TOML to [`Settings`]: defaults, cross-field checks, `*_env`
-//! secrets. Every error names its key.
+//! secrets. Every error names its key; an error inside a `[[providers]]`,
+//! `[[merchants]]` or `[[merchants.endpoints]]` table names the item by id
+//! and the line of its header (`providers "stripe" (line 40) auth.secrets`),
+//! and enums and durations appear as the config spells them.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -11,12 +13,14 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use super::lines::ItemLines;
 use super::raw::*;
 use super::*;
 
 pub(super) struct Validator<'a> {
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     pub(super) base_dir: &'a Path,
+    pub(super) lines: &'a ItemLines,
 }
 
 impl Validator<'_> {
@@ -65,29 +69,57 @@ impl Validator<'_> {
             ));
         }
 
-        let mut merchants = Vec::new();
-        let mut seen = HashSet::new();
+        let mut merchants: Vec<MerchantSettings> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut endpoints_before = 0;
         for (i, m) in raw.merchants.into_iter().enumerate() {
-            let m = self.merchant(i, m)?;
-            if !seen.insert(m.id.clone()) {
+            let n = m.endpoints.len();
+            let m = self.merchant(i, endpoints_before, m)?;
+            endpoints_before += n;
+            let name = self.lines.merchant(i, &m.id);
+            if let Some(j) = merchants.iter().position(|x| x.id == m.id) {
                 return Err(invalid(
-                    format!("merchants[{i}].id"),
-                    format!("duplicate merchant id {:?}", m.id),
+                    name,
+                    format!("duplicate id (first defined as {})", names[j]),
                 ));
             }
+            for k in &m.api_keys {
+                let k = k.expose_secret();
+                if admin_tokens.iter().any(|t| t.expose_secret() == k) {
+                    return Err(invalid(
+                        format!("{name} api_keys"),
+                        "an API key equal to an admin token: a merchant would get admin access",
+                    ));
+                }
+                if let Some(j) = merchants
+                    .iter()
+                    .position(|x| x.api_keys.iter().any(|o| o.expose_secret() == k))
+                {
+                    return Err(invalid(
+                        format!("{name} api_keys"),
+                        format!(
+                            "an API key already given to {}: keys must be unique across merchants",
+                            names[j]
+                        ),
+                    ));
+                }
+            }
             merchants.push(m);
+            names.push(name);
         }
-        let mut providers = Vec::new();
-        let mut seen = HashSet::new();
+        let mut providers: Vec<ProviderSettings> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
             let p = self.provider(i, p, &merchants)?;
-            if !seen.insert(p.id.clone()) {
+            let name = self.lines.provider(i, &p.id);
+            if let Some(j) = providers.iter().position(|x| x.id == p.id) {
                 return Err(invalid(
-                    format!("providers[{i}].id"),
-                    format!("duplicate provider id {:?}", p.id),
+                    name,
+                    format!("duplicate id (first defined as {})", names[j]),
                 ));
             }
             providers.push(p);
+            names.push(name);
         }
         Ok(Settings {
             server,
@@ -214,22 +246,38 @@ impl Validator<'_> {
         })
     }
 
-    fn merchant(&self, i: usize, raw: RawMerchant) -> Result<MerchantSettings, ConfigError> {
-        let key = format!("merchants[{i}]");
-        check_id(&format!("{key}.id"), &raw.id)?;
+    /// The `i`-th merchant, whose endpoints follow `endpoints_before` others
+    /// in the file.
+    fn merchant(
+        &self,
+        i: usize,
+        endpoints_before: usize,
+        raw: RawMerchant,
+    ) -> Result<MerchantSettings, ConfigError> {
+        let key = self.lines.merchant(i, &raw.id);
+        check_id(&format!("{key} id"), &raw.id)?;
         let api_keys =
-            self.secret_list(&format!("{key}.api_keys"), raw.api_keys, raw.api_keys_env)?;
+            self.secret_list(&format!("{key} api_keys"), raw.api_keys, raw.api_keys_env)?;
         let mut origins = Vec::new();
         for o in &raw.allowed_return_origins {
             let u = Url::parse(o).map_err(|e| {
                 invalid(
-                    format!("{key}.allowed_return_origins"),
+                    format!("{key} allowed_return_origins"),
                     format!("{o:?}: {e}"),
                 )
             })?;
+            if !u.username().is_empty() || u.password().is_some() {
+                return Err(invalid(
+                    format!("{key} allowed_return_origins"),
+                    format!(
+                        "{} has userinfo (user@host): not allowed",
+                        redact_userinfo(&u)
+                    ),
+                ));
+            }
             if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || u.query().is_some() {
                 return Err(invalid(
-                    format!("{key}.allowed_return_origins"),
+                    format!("{key} allowed_return_origins"),
                     format!("{o:?} must be an origin like https://shop.example.com (no path)"),
                 ));
             }
@@ -239,12 +287,21 @@ impl Validator<'_> {
             None => None,
             Some(s) => {
                 let u = Url::parse(&s).map_err(|e| {
-                    invalid(format!("{key}.default_site_url"), format!("{s:?}: {e}"))
+                    invalid(format!("{key} default_site_url"), format!("{s:?}: {e}"))
                 })?;
+                if !u.username().is_empty() || u.password().is_some() {
+                    return Err(invalid(
+                        format!("{key} default_site_url"),
+                        format!(
+                            "{} has userinfo (user@host): not allowed",
+                            redact_userinfo(&u)
+                        ),
+                    ));
+                }
                 let origin = u.origin().ascii_serialization();
                 if !origins.contains(&origin) {
                     return Err(invalid(
-                        format!("{key}.default_site_url"),
+                        format!("{key} default_site_url"),
                         format!("origin {origin} is not in allowed_return_origins"),
                     ));
                 }
@@ -252,23 +309,23 @@ impl Validator<'_> {
             }
         };
         let return_secret = self.secret(
-            &format!("{key}.return_secret"),
+            &format!("{key} return_secret"),
             raw.return_secret,
             raw.return_secret_env,
         )?;
         let mut endpoints = Vec::new();
         for (j, e) in raw.endpoints.into_iter().enumerate() {
-            let ek = format!("{key}.endpoints[{j}]");
-            check_id(&format!("{ek}.id"), &e.id)?;
+            let ek = self.lines.endpoint(endpoints_before + j, &e.id);
+            check_id(&format!("{ek} id"), &e.id)?;
             let url = Url::parse(&e.url)
-                .map_err(|err| invalid(format!("{ek}.url"), format!("{:?}: {err}", e.url)))?;
+                .map_err(|err| invalid(format!("{ek} url"), format!("{:?}: {err}", e.url)))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!("{ek}.url"), "must be an http(s) URL"));
+                return Err(invalid(format!("{ek} url"), "must be an http(s) URL"));
             }
             let secret = self
-                .secret(&format!("{ek}.secret"), e.secret, e.secret_env)?
-                .ok_or_else(|| invalid(format!("{ek}.secret"), "required"))?;
-            decode_whsec(secret.expose_secret()).map_err(|m| invalid(format!("{ek}.secret"), m))?;
+                .secret(&format!("{ek} secret"), e.secret, e.secret_env)?
+                .ok_or_else(|| invalid(format!("{ek} secret"), "required"))?;
+            decode_whsec(secret.expose_secret()).map_err(|m| invalid(format!("{ek} secret"), m))?;
             endpoints.push(EndpointSettings {
                 id: e.id,
                 url,
@@ -300,7 +357,10 @@ impl Validator<'_> {
     ) -> Result<Option<SecretString>, ConfigError> {
         let v = match (value, env) {
             (Some(_), Some(_)) => {
-                return Err(invalid(key, format!("set {key} or {key}_env, not both")))
+                return Err(invalid(
+                    key,
+                    format!("set {leaf} or {leaf}_env, not both", leaf = leaf(key)),
+                ))
             }
             (Some(v), None) => v,
             (None, Some(var)) => self.env_var(&format!("{key}_env"), &var)?,
@@ -320,7 +380,10 @@ impl Validator<'_> {
     ) -> Result<Vec<SecretString>, ConfigError> {
         let vals = match (values, env) {
             (Some(_), Some(_)) => {
-                return Err(invalid(key, format!("set {key} or {key}_env, not both")))
+                return Err(invalid(
+                    key,
+                    format!("set {leaf} or {leaf}_env, not both", leaf = leaf(key)),
+                ))
             }
             (Some(v), None) => v,
             (None, Some(vars)) => vars
@@ -383,6 +446,20 @@ fn redact_unexpected(msg: &str) -> String {
 pub(super) fn dur(v: Option<Dur>, default: &str) -> Duration {
     v.map(|d| d.0)
         .unwrap_or_else(|| humantime::parse_duration(default).expect("default durations parse"))
+}
+
+/// The last part of a key, `return_secret` of `merchants "m" (line 3) return_secret`.
+fn leaf(key: &str) -> &str {
+    key.rsplit(' ').next().unwrap_or(key)
+}
+
+/// `u` with any password shown as `***`, so an error does not echo it.
+fn redact_userinfo(u: &Url) -> String {
+    let mut u = u.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    format!("{:?}", u.as_str())
 }
 
 /// Ids appear in URL paths and store keys: keep them to a safe alphabet.

@@ -149,24 +149,30 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
         (
             "none without allowed_ips",
             with("[[providers]]\nid = \"open\"\n[providers.auth]\nscheme = \"none\""),
-            vec!["providers[0].auth.scheme", "allowed_ips"],
+            vec!["providers \"open\" (line 3) auth.scheme", "allowed_ips"],
         ),
         (
             "secrets_env unset",
             with("[[providers]]\nid = \"acme\"\n[providers.auth]\nsecrets_env = \"IPN_TEST_MISSING_VAR\""),
-            vec!["providers[0].auth.secrets_env", "IPN_TEST_MISSING_VAR"],
+            vec![
+                "providers \"acme\" (line 3) auth.secrets_env",
+                "IPN_TEST_MISSING_VAR",
+            ],
         ),
         (
             "merchant_id naming no merchant",
             with(&format!(
                 "[[providers]]\nid = \"acme\"\nmerchant_id = \"shop-9\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n{MERCHANT}"
             )),
-            vec!["providers[0].merchant_id", "shop-9"],
+            vec!["providers \"acme\" (line 3) merchant_id", "shop-9"],
         ),
         (
             "default_site_url outside allowed origins",
             with("[[merchants]]\nid = \"shop-1\"\nallowed_return_origins = [\"https://shop.example.com\"]\ndefault_site_url = \"https://evil.example.net/return\""),
-            vec!["merchants[0].default_site_url", "evil.example.net"],
+            vec![
+                "merchants \"shop-1\" (line 3) default_site_url",
+                "evil.example.net",
+            ],
         ),
         (
             "duplicate provider ids",
@@ -174,7 +180,10 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
                 "[[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n\
                  [[providers]]\nid = \"acme\"\nmerchant_id = \"shop-1\"\n[providers.auth]\nsecrets = [\"{LEAKY}\"]\n{MERCHANT}"
             )),
-            vec!["providers[1].id", "acme"],
+            vec![
+                "providers \"acme\" (line 8): duplicate id",
+                "first defined as providers \"acme\" (line 3)",
+            ],
         ),
         (
             "a secret given as a string instead of a list",
@@ -274,7 +283,10 @@ fn a_secret_from_the_environment_works() {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(b"{\"id\":\"x\"}");
     let want = hex::encode(mac.finalize().into_bytes());
-    assert_eq!(out.trim(), format!("X-Signature: {want}"));
+    assert_eq!(
+        out.trim(),
+        format!("content-type: application/json\nX-Signature: {want}")
+    );
 
     // Unset, the same file is refused.
     let o = cmd()
@@ -330,10 +342,11 @@ secrets = ["whsec_cli_secret"]
     let body_path = dir.path().join("ipn.json");
     std::fs::write(&body_path, &body).unwrap();
     let acme = sign("acme", &body_path);
-    assert_eq!(acme.len(), 1, "{acme:?}");
-    assert_eq!(acme[0].0, "X-Signature");
+    let names = |h: &[(String, String)]| h.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&acme), ["content-type", "X-Signature"], "{acme:?}");
+    assert_eq!(acme[0].1, "application/json");
     let stripe = sign("st", &body_path);
-    assert_eq!(stripe[0].0, "Stripe-Signature");
+    assert_eq!(names(&stripe), ["content-type", "Stripe-Signature"]);
 
     let o = cmd()
         .args(["sign", "--provider", "nobody", "--config"])

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod clock;
+mod config_refusals;
 mod crash;
 mod disk_full;
 mod durability;
@@ -13,6 +14,7 @@ mod helpers;
 mod ingest;
 mod ingress;
 mod methods;
+mod newcomer;
 mod ordering;
 mod payments;
 mod presets;

@@ -382,8 +382,17 @@ async fn a_return_secret_signs_the_added_parameters() {
     assert!((before..=after).contains(&ts), "ts {ts} not now");
 
     // base64url (no padding) HMAC-SHA256 over the other added parameters,
-    // sorted by name, as k=v&k=v with raw values.
-    let canonical = "authorization_id=au+1&x=2&payment_id=sig 1é&status=succeeded";
+    // `ts` included, sorted by name, as k=v&k=v, RFC 3986-encoded exactly as
+    // they are written in the Location.
+    let canonical = format!(
+        "authorization_id=au%2B1%26x%3D2&payment_id=sig%201%C3%A9&status=succeeded&ts={ts}"
+    );
+    let raw_query = loc.query().expect("a query");
+    assert!(
+        raw_query.starts_with(&format!("order=7&{canonical}&signature=")),
+        "{loc}"
+    );
+    eprintln!("signed return URL: {loc}");
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(canonical.as_bytes());
     let want = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());

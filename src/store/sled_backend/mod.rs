@@ -203,14 +203,31 @@ pub struct SledStore {
     sync: bool,
 }
 
+/// sled's lock on the data dir is held by another process: say so in one
+/// line (sled reports it as an I/O error "could not acquire lock …").
+fn open_error(path: &Path, e: ::sled::Error) -> StoreError {
+    match &e {
+        ::sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::Open(format!("another ipn-relay is using {}", path.display()))
+        }
+        _ => StoreError::from(e),
+    }
+}
+
 impl SledStore {
+    /// Opens (or creates) the store at `path`. A data dir another process
+    /// has open is [`StoreError::Open`] "another ipn-relay is using <path>".
     pub fn open(path: &Path, opts: SledOptions) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let db = ::sled::Config::new()
             .path(path)
             .flush_every_ms(Some(1000))
-            .open()?;
+            .open()
+            .map_err(|e| open_error(path, e))?;
         let trees = Trees::open(&db)?;
         let last_feed = match trees.event_ids.iter().values().next_back() {
             Some(v) => u64_key(&v?)?,
