@@ -140,6 +140,11 @@ pub(super) fn tasks(
             }
         }
     }
+    // A request applied between the two scans shows up in both: keep the
+    // later read (the ended task).
+    let mut seen = std::collections::HashSet::new();
+    out.reverse();
+    out.retain(|t| seen.insert(t.request_id));
     out.sort_by_key(|t| std::cmp::Reverse(t.created_at));
     out.truncate(limit);
     Ok(out)
