@@ -22,7 +22,7 @@ pub(crate) struct Proc {
 pub(crate) fn write_config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
-         [storage]\npath = \"{}\"\ndurability = \"sync\"\n{BASE}",
+         [storage]\npath = \"{}\"\ndurability = \"sync\"\nmin_free_space = \"1MiB\"\n{BASE}",
         dir.join("store").display()
     );
     let path = dir.join("config.toml");

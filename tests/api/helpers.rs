@@ -65,9 +65,11 @@ pub struct TestApp {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// `min_free_space` is 1 MiB so that a shared machine's free disk cannot
+/// decide a test (the disk-full tests set their own).
 pub fn config_text(dir: &std::path::Path, server_extra: &str, body: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[log]\nlevel = \"warn\"\n[storage]\npath = \"{}\"\n{body}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[log]\nlevel = \"warn\"\n[storage]\npath = \"{}\"\nmin_free_space = \"1MiB\"\n{body}",
         dir.join("store").display()
     )
 }
