@@ -306,7 +306,8 @@ pub trait Store: Send + Sync {
     /// Drop what retention no longer keeps. Unprocessed requests are never dropped.
     async fn purge_expired(&self, now: i64, r: RetentionMs) -> Result<Purged, StoreError>;
 
-    /// Are acknowledgements waiting for their durable write right now?
+    /// Are writes waiting for their flush right now? (Under load these are
+    /// mostly acknowledgements; the sled backend cannot tell them apart.)
     fn acks_waiting(&self) -> bool;
 
     /// Resolves (with the cause) once the store hit a write error it cannot

@@ -370,6 +370,15 @@ async fn events_and_admin_reads_are_scoped_to_one_merchant() {
     assert_eq!(b[0]["sequence"], 1);
     assert_eq!(events(&app, ADMIN, "merchant_id=shop-b").await, b);
     assert_eq!(events(&app, ADMIN, "merchant_id=shop-a").await, a);
+    // Another merchant's event id is no cursor: a 400, not a page of events.
+    let (code, v) = app
+        .get_auth(
+            &format!("/v1/events?after={}", a[0]["event_id"].as_str().unwrap()),
+            KEY_B,
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(error_code(&v), "invalid_request");
 
     let (code, p) = app
         .get_auth("/v1/payments/pay-6?merchant_id=shop-b", ADMIN)
