@@ -5,17 +5,47 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use governor::clock::{Clock, DefaultClock, Reference};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock as _;
+use governor::clock::Reference;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
+use crate::clock::Clock;
 use crate::config::RateLimit;
 
 /// Past this many tracked sources, idle ones are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
 
-type Instant = <DefaultClock as Clock>::Instant;
+type Instant = Nanos;
+
+/// The service [`Clock`] as governor reads it (its monotonic nanoseconds),
+/// so a test's manual clock also drives every token bucket.
+#[derive(Clone)]
+pub struct RateClock(pub Arc<dyn Clock>);
+
+impl governor::clock::Clock for RateClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.monotonic_ns())
+    }
+}
+
+/// One token bucket (a provider's `ingress.rate_limit`).
+pub type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<Nanos>>;
+
+/// A token bucket per key.
+type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, RateClock, NoOpMiddleware<Nanos>>;
+
+/// A provider's bucket, on the service clock.
+pub fn direct(rate: RateLimit, clock: &Arc<dyn Clock>) -> DirectLimiter {
+    RateLimiter::direct_with_clock(quota(rate), RateClock(clock.clone()))
+}
 
 /// `ingress.unauthenticated_rate_limit`, per source address.
 ///
@@ -27,15 +57,19 @@ type Instant = <DefaultClock as Clock>::Instant;
 /// token. The failure that finds the bucket empty is still answered 401; the
 /// requests after it get 429 until a token is back.
 pub struct SourceLimiter {
-    buckets: DefaultKeyedRateLimiter<IpAddr>,
+    buckets: KeyedLimiter<IpAddr>,
     /// Sources whose bucket a charge found empty, and when it has a token again.
     empty_until: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl SourceLimiter {
-    pub fn new(rate: RateLimit) -> SourceLimiter {
+    pub fn new(rate: RateLimit, clock: &Arc<dyn Clock>) -> SourceLimiter {
         SourceLimiter {
-            buckets: RateLimiter::keyed(quota(rate)),
+            buckets: RateLimiter::new(
+                quota(rate),
+                DefaultKeyedStateStore::default(),
+                RateClock(clock.clone()),
+            ),
             empty_until: Mutex::new(HashMap::new()),
         }
     }

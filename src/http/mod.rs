@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use actix_web::web;
-use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -29,7 +28,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// One token bucket per provider (SPEC: `ingress.rate_limit` is per
     /// provider), spent by authenticated requests only.
-    pub limiters: HashMap<String, DefaultDirectRateLimiter>,
+    pub limiters: HashMap<String, limits::DirectLimiter>,
     /// `ingress.unauthenticated_rate_limit`, per source address.
     pub sources: limits::SourceLimiter,
     /// Throttles the failed-authentication log line, per provider.
@@ -54,11 +53,15 @@ impl AppState {
         clock: Arc<dyn Clock>,
         applied: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
-        let quota = limits::quota(settings.ingress.rate_limit);
         let limiters = settings
             .providers
             .iter()
-            .map(|p| (p.id.clone(), RateLimiter::direct(quota)))
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    limits::direct(settings.ingress.rate_limit, &clock),
+                )
+            })
             .collect();
         let auth_log = settings
             .providers
@@ -66,7 +69,10 @@ impl AppState {
             .map(|p| (p.id.clone(), Mutex::default()))
             .collect();
         AppState {
-            sources: limits::SourceLimiter::new(settings.ingress.unauthenticated_rate_limit),
+            sources: limits::SourceLimiter::new(
+                settings.ingress.unauthenticated_rate_limit,
+                &clock,
+            ),
             auth_log,
             store,
             limiters,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use ipn_relay::clock::ManualClock;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -179,32 +180,20 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn rate_limit_is_per_provider_and_says_when_to_retry() {
-    let app = spawn_with(
-        "",
+    // The buckets run on the service clock, which this test moves.
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(
         &cfg(
             "[ingress]\nrate_limit = { per_second = 1, burst = 2 }",
             &[provider("busy", ""), provider("calm", "")],
         ),
+        &clock,
     )
     .await;
-    // Burst 2 at 1/s: at most 2 + (elapsed seconds) requests pass before a 429.
-    let start = Instant::now();
-    let mut passed = 0;
-    let limited = loop {
-        let r = post(&app, "busy", &format!("r{passed}"), &[]).await;
-        if r.status().as_u16() == 429 {
-            break r;
-        }
-        assert_eq!(r.status().as_u16(), 202);
-        passed += 1;
-        assert!(passed < 50, "never rate limited");
-    };
-    let allowance = 2 + start.elapsed().as_secs() + 1;
-    assert!(passed >= 2, "the burst of 2 passes, got {passed}");
-    assert!(
-        passed as u64 <= allowance,
-        "{passed} passed, allowance {allowance}"
-    );
+    // Burst 2 at 1/s, time standing still: exactly 2 pass.
+    assert_eq!(post(&app, "busy", "r0", &[]).await.status().as_u16(), 202);
+    assert_eq!(post(&app, "busy", "r1", &[]).await.status().as_u16(), 202);
+    let limited = post(&app, "busy", "r2", &[]).await;
     let headers = expect_error(limited, 429, "rate_limited").await;
     let retry: u64 = headers
         .get("retry-after")
@@ -213,24 +202,24 @@ async fn rate_limit_is_per_provider_and_says_when_to_retry() {
         .unwrap()
         .parse()
         .expect("Retry-After is an integer number of seconds");
-    assert!(retry >= 1, "{retry}");
+    assert_eq!(retry, 1, "one token a second");
 
     // Another provider has its own bucket.
     assert_eq!(post(&app, "calm", "c1", &[]).await.status().as_u16(), 202);
     assert_eq!(post(&app, "calm", "c2", &[]).await.status().as_u16(), 202);
 
-    // The bucket refills: after Retry-After the provider gets through again.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    tokio::time::sleep(Duration::from_secs(retry)).await;
-    loop {
-        let r = post(&app, "busy", "after-wait", &[]).await;
-        if r.status().is_success() {
-            break;
-        }
-        assert_eq!(r.status().as_u16(), 429);
-        assert!(Instant::now() < deadline, "still limited");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Still limited until Retry-After has passed; then one more gets through.
+    clock.advance(Duration::from_millis(500));
+    expect_error(post(&app, "busy", "early", &[]).await, 429, "rate_limited").await;
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(
+        post(&app, "busy", "after-wait", &[])
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+    expect_error(post(&app, "busy", "again", &[]).await, 429, "rate_limited").await;
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! Failed authentications cannot starve a provider (SPEC §4): they are
 //! charged to the source address's `ingress.unauthenticated_rate_limit`
 //! bucket, never to the provider's `rate_limit`, and a source over its bucket
-//! is refused with 429 before its signature is even checked.
+//! is refused with 429 before its signature is even checked. The buckets run
+//! on the service clock, which these tests hold still or move.
 
-use std::time::Instant;
+use std::time::Duration;
 
+use ipn_relay::clock::ManualClock;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -69,18 +71,11 @@ async fn failed_authentications_do_not_spend_the_providers_rate_limit() {
 #[tokio::test]
 async fn a_failing_source_gets_429_over_its_burst_while_signed_traffic_flows() {
     // Defaults: 10/s, burst 50.
-    let app = spawn_with("", &format!("{PROXY}{BASE}")).await;
-    let start = Instant::now();
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(&format!("{PROXY}{BASE}"), &clock).await;
     let (refused, limited) = fail_until_limited(&app, "198.51.100.66").await;
-    let allowance = 50 + 1 + 10 * (start.elapsed().as_secs() as usize + 1);
-    assert!(
-        refused >= 50,
-        "the burst of 50 is answered 401, got {refused}"
-    );
-    assert!(
-        refused <= allowance,
-        "{refused} 401s, allowance {allowance}"
-    );
+    // The 50 failures the burst allows, and the one that found it empty.
+    assert_eq!(refused, 51, "the burst of 50 is answered 401");
     let retry: u64 = limited
         .headers()
         .get("retry-after")
@@ -89,7 +84,7 @@ async fn a_failing_source_gets_429_over_its_burst_while_signed_traffic_flows() {
         .unwrap()
         .parse()
         .expect("whole seconds");
-    assert!(retry >= 1);
+    assert_eq!(retry, 1, "10 tokens a second");
     let v: Value = limited.json().await.unwrap();
     assert_eq!(error_code(&v), "rate_limited");
 
@@ -111,7 +106,8 @@ async fn a_failing_source_gets_429_over_its_burst_while_signed_traffic_flows() {
 
 #[tokio::test]
 async fn each_forwarded_source_has_its_own_bucket() {
-    let app = spawn_with("", &format!("{PROXY}{BASE}")).await;
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(&format!("{PROXY}{BASE}"), &clock).await;
     let (_, limited) = fail_until_limited(&app, "198.51.100.1").await;
     assert_eq!(limited.status().as_u16(), 429);
     // Another client behind the same proxy is not limited by the first one.
@@ -128,6 +124,18 @@ async fn each_forwarded_source_has_its_own_bucket() {
     // Still limited: the first source.
     assert_eq!(
         unsigned(&app, "198.51.100.1", 99).await.status().as_u16(),
+        429
+    );
+    // A token a tenth of a second later (10/s): it is let through again,
+    // and, as with the burst, the failure that finds the bucket empty is
+    // the last one answered 401.
+    clock.advance(Duration::from_millis(100));
+    for i in 100..102 {
+        let r = unsigned(&app, "198.51.100.1", i).await;
+        assert_eq!(r.status().as_u16(), 401, "after the refill, try {i}");
+    }
+    assert_eq!(
+        unsigned(&app, "198.51.100.1", 102).await.status().as_u16(),
         429
     );
 }
