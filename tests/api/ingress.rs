@@ -2,7 +2,7 @@
 //! allowlists, trusted proxies, per-provider rate limits; and what the
 //! provider gets back: fixed acks, the error shape, async durability.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipn_relay::clock::ManualClock;
 use serde_json::Value;
