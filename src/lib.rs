@@ -32,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod mapping;

@@ -1,0 +1,3 @@
+//! The relay half: applied changes → signed notifications to merchant endpoints.
+
+pub mod patterns;
