@@ -63,6 +63,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod records;
+pub mod relay;
 pub mod sled_backend;
 pub mod space;
 
@@ -76,6 +77,7 @@ use uuid::Uuid;
 
 use crate::domain::rule::PaymentState;
 pub use records::*;
+pub use relay::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -238,6 +240,30 @@ pub fn event_id(request_id: Uuid, idx: usize, received_at: i64) -> String {
     format!("evt_{ulid}")
 }
 
+/// The deterministic id of the delivery of event `event_id` to endpoint
+/// (`merchant_id`, `endpoint_id`): round 0 is the fan-out at apply time (so
+/// an apply replayed after a crash names its deliveries the same); a
+/// replay passes a fresh round. Its ULID time is the event's creation.
+pub fn delivery_id(
+    event_id: &str,
+    merchant_id: &str,
+    endpoint_id: &str,
+    round: u64,
+    created_at: i64,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [event_id, merchant_id, endpoint_id] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(round.to_be_bytes());
+    let d = h.finalize();
+    let mut r = [0u8; 16];
+    r[6..].copy_from_slice(&d[..10]);
+    let ulid = Ulid::from_parts(created_at.max(0) as u64, u128::from_be_bytes(r));
+    format!("dlv_{ulid}")
+}
+
 /// The store, whatever the backend. Every write verb is one atomic write.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -316,6 +342,88 @@ pub trait Store: Send + Sync {
     async fn failed(&self) -> String {
         std::future::pending().await
     }
+
+    // ---- the relay (SPEC §5, §6) ----
+
+    /// Make the config-file endpoints exactly these: add and update them
+    /// (a 410's disabled state survives), remove config ones no longer listed.
+    async fn sync_config_endpoints(&self, endpoints: Vec<EndpointRecord>)
+        -> Result<(), StoreError>;
+
+    /// false: the merchant has an endpoint with this id already.
+    async fn create_endpoint(&self, ep: EndpointRecord) -> Result<bool, StoreError>;
+
+    async fn endpoint(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+
+    /// A merchant's endpoints (None: everybody's), oldest first.
+    async fn endpoints(&self, merchant_id: Option<&str>)
+        -> Result<Vec<EndpointRecord>, StoreError>;
+
+    /// None: no such endpoint.
+    async fn update_endpoint(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        u: EndpointUpdate,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+
+    /// false: no such endpoint. Its deliveries are kept (listed) but never sent.
+    async fn delete_endpoint(&self, merchant_id: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Up to `limit` lane heads of one endpoint due at `now`, oldest due
+    /// first, leaving out `skip` (in flight). Only durable deliveries are
+    /// handed out, so nothing is sent for a change a crash could take back.
+    async fn due_deliveries(
+        &self,
+        merchant_id: &str,
+        endpoint_id: &str,
+        now: i64,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Due, StoreError>;
+
+    /// An attempt, and the delivery's next state, in one write: success and
+    /// death make the lane's next delivery due at once; a 410 disables the
+    /// endpoint; with `ordering = "latest"` a retry supersedes all but the
+    /// newest waiting change.
+    async fn record_attempt(&self, r: AttemptResult) -> Result<(), StoreError>;
+
+    /// Newest first.
+    async fn deliveries(&self, f: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError>;
+
+    /// A dead delivery back to pending, for a fresh run of the schedule, at
+    /// the tail of its lane. `merchant_id` scopes it (None: admin).
+    async fn retry_delivery(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+        now: i64,
+    ) -> Result<Retried, StoreError>;
+
+    /// New deliveries to this endpoint of the merchant's matching events
+    /// created in `[since, until]`, in apply order, with their original
+    /// event ids. None: no such endpoint.
+    async fn replay(
+        &self,
+        merchant_id: &str,
+        endpoint_id: &str,
+        since: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<usize>, StoreError>;
+
+    /// Moves after every committed write that touched deliveries or
+    /// endpoints (the dispatcher's wake-up; the store stays the truth).
+    fn relay_changed(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Flush everything and stop background threads (shutdown). Idempotent.
     fn close(&self);

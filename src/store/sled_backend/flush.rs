@@ -132,6 +132,11 @@ impl GroupCommit {
         }
     }
 
+    /// The last ticket handed out: waiting for it covers every committed round.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::SeqCst)
+    }
+
     /// Everything up to this mark is durable.
     pub fn durable_mark(&self) -> u64 {
         self.shared.done.borrow().mark

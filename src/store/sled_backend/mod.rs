@@ -11,6 +11,11 @@
 //! | `history` | merchant ‖ 0 ‖ payment_id ‖ 0 ‖ version (u64 BE) | [`HistoryEntry`] |
 //! | `events` | merchant ‖ 0 ‖ feed position (u64 BE) | [`EventRecord`] |
 //! | `event_ids` | event ULID (16 bytes) | feed position (u64 BE) |
+//! | `endpoints` | merchant ‖ 0 ‖ endpoint id | [`EndpointRecord`] |
+//! | `deliveries` | delivery ULID (16 bytes) | [`DeliveryRecord`] |
+//! | `lanes` | merchant ‖ 0 ‖ endpoint ‖ 0 ‖ payment ‖ 0 ‖ lane pos (u64 BE) | delivery ULID — pending only |
+//! | `due` | merchant ‖ 0 ‖ endpoint ‖ 0 ‖ due at (ms, u64 BE) ‖ delivery ULID | empty — lane heads only |
+//! | `attempts` | delivery ULID ‖ attempt n (u32 BE) | [`AttemptRecord`] |
 //!
 //! Big-endian numbers make scans come out in arrival / apply order;
 //! merchant and payment ids hold no NUL, so the prefixes are unambiguous.
@@ -35,6 +40,8 @@
 mod flush;
 mod queue;
 mod reads;
+mod relay_ops;
+mod relay_reads;
 mod retention;
 mod writer;
 
@@ -48,6 +55,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::*;
+use relay_ops::RelayOp;
 
 const FORMAT: u8 = 1;
 
@@ -153,6 +161,11 @@ struct Trees {
     events: ::sled::Tree,
     event_ids: ::sled::Tree,
     meta: ::sled::Tree,
+    endpoints: ::sled::Tree,
+    deliveries: ::sled::Tree,
+    lanes: ::sled::Tree,
+    due: ::sled::Tree,
+    attempts: ::sled::Tree,
 }
 
 impl Trees {
@@ -168,6 +181,11 @@ impl Trees {
             events: db.open_tree("events")?,
             event_ids: db.open_tree("event_ids")?,
             meta: db.open_tree("meta")?,
+            endpoints: db.open_tree("endpoints")?,
+            deliveries: db.open_tree("deliveries")?,
+            lanes: db.open_tree("lanes")?,
+            due: db.open_tree("due")?,
+            attempts: db.open_tree("attempts")?,
         })
     }
 
@@ -183,6 +201,11 @@ impl Trees {
             self.events.clone(),
             self.event_ids.clone(),
             self.meta.clone(),
+            self.endpoints.clone(),
+            self.deliveries.clone(),
+            self.lanes.clone(),
+            self.due.clone(),
+            self.attempts.clone(),
         ]
     }
 }
@@ -201,6 +224,7 @@ pub struct SledStore {
     commit: Arc<flush::GroupCommit>,
     queue: Arc<queue::WorkQueue>,
     sync: bool,
+    relay: tokio::sync::watch::Receiver<u64>,
 }
 
 /// sled's lock on the data dir is held by another process: say so in one
@@ -239,7 +263,14 @@ impl SledStore {
         );
         let queue = Arc::new(queue::WorkQueue::new());
         let (tx, rx) = mpsc::channel();
-        let w = writer::Writer::new(db, trees.clone(), commit.clone(), queue.clone())?;
+        let (relay_tx, relay) = tokio::sync::watch::channel(0u64);
+        let w = writer::Writer::new(
+            db,
+            trees.clone(),
+            commit.clone(),
+            queue.clone(),
+            Arc::new(relay_tx),
+        )?;
         let handle = std::thread::Builder::new()
             .name("ipn-relay-writer".into())
             .spawn(move || w.run(rx))
@@ -251,6 +282,7 @@ impl SledStore {
             commit,
             queue,
             sync: opts.sync,
+            relay,
         })
     }
 
@@ -273,6 +305,16 @@ impl SledStore {
             self.commit.wait(ticket).await?;
         }
         Ok(v)
+    }
+}
+
+impl SledStore {
+    async fn relay_write<T>(
+        &self,
+        durable: bool,
+        make: impl FnOnce(writer::Reply<T>) -> RelayOp,
+    ) -> Result<T, StoreError> {
+        self.write(durable, |r| writer::Op::Relay(make(r))).await
     }
 }
 
@@ -392,6 +434,113 @@ impl Store for SledStore {
 
     fn acks_waiting(&self) -> bool {
         self.commit.busy()
+    }
+
+    async fn sync_config_endpoints(&self, eps: Vec<EndpointRecord>) -> Result<(), StoreError> {
+        self.relay_write(true, |r| RelayOp::SyncConfig(eps, r))
+            .await
+    }
+
+    async fn create_endpoint(&self, ep: EndpointRecord) -> Result<bool, StoreError> {
+        self.relay_write(self.sync, |r| RelayOp::Create(Box::new(ep), r))
+            .await
+    }
+
+    async fn endpoint(
+        &self,
+        merchant_id: &str,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        relay_reads::endpoint(&self.trees, merchant_id, id)
+    }
+
+    async fn endpoints(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        relay_reads::endpoints(&self.trees, merchant_id)
+    }
+
+    async fn update_endpoint(
+        &self,
+        merchant_id: &str,
+        id: &str,
+        u: EndpointUpdate,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let (m, id) = (merchant_id.to_string(), id.to_string());
+        self.relay_write(self.sync, |r| RelayOp::Update(m, id, Box::new(u), r))
+            .await
+    }
+
+    async fn delete_endpoint(&self, merchant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let (m, id) = (merchant_id.to_string(), id.to_string());
+        self.relay_write(self.sync, |r| RelayOp::Delete(m, id, r))
+            .await
+    }
+
+    async fn due_deliveries(
+        &self,
+        merchant_id: &str,
+        endpoint_id: &str,
+        now: i64,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Due, StoreError> {
+        if self.sync {
+            // Send only what a crash cannot take back.
+            self.commit.wait(self.commit.written()).await?;
+        }
+        relay_reads::due(&self.trees, merchant_id, endpoint_id, now, limit, skip)
+    }
+
+    async fn record_attempt(&self, r: AttemptResult) -> Result<(), StoreError> {
+        self.relay_write(false, |reply| RelayOp::Attempt(Box::new(r), reply))
+            .await
+    }
+
+    async fn deliveries(&self, f: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+        relay_reads::deliveries(&self.trees, &f)
+    }
+
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
+        relay_reads::delivery(&self.trees, id)
+    }
+
+    async fn retry_delivery(
+        &self,
+        merchant_id: Option<&str>,
+        id: &str,
+        now: i64,
+    ) -> Result<Retried, StoreError> {
+        let (m, id) = (merchant_id.map(str::to_string), id.to_string());
+        self.relay_write(self.sync, |r| RelayOp::Retry(m, id, now, r))
+            .await
+    }
+
+    async fn replay(
+        &self,
+        merchant_id: &str,
+        endpoint_id: &str,
+        since: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<usize>, StoreError> {
+        let op = relay_ops::ReplayOp {
+            merchant_id: merchant_id.to_string(),
+            endpoint_id: endpoint_id.to_string(),
+            since,
+            until,
+            now,
+        };
+        self.relay_write(self.sync, |r| RelayOp::Replay(Box::new(op), r))
+            .await
+    }
+
+    fn relay_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.relay.clone()
     }
 
     async fn failed(&self) -> String {

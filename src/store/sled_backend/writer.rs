@@ -10,7 +10,7 @@
 //! them with the error, writes nothing and raises the store's fatal error
 //! (sled cannot write again without a reopen).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 
 use ::sled::{IVec, Transactional};
@@ -19,7 +19,7 @@ use super::flush::GroupCommit;
 use super::queue::WorkQueue;
 use super::*;
 
-pub(super) const TREES: usize = 10;
+pub(super) const TREES: usize = 15;
 const REQUESTS: usize = 0;
 const TASKS: usize = 1;
 const INBOX: usize = 2;
@@ -30,6 +30,11 @@ const HISTORY: usize = 6;
 const EVENTS: usize = 7;
 const EVENT_IDS: usize = 8;
 const META: usize = 9;
+pub(super) const ENDPOINTS: usize = 10;
+pub(super) const DELIVERIES: usize = 11;
+pub(super) const LANES: usize = 12;
+pub(super) const DUE: usize = 13;
+pub(super) const ATTEMPTS: usize = 14;
 
 /// Operations one round takes at most; the rest wait for the next round.
 const ROUND_OPS: usize = 1024;
@@ -57,29 +62,37 @@ pub(super) enum Op {
     Probe(i64, Reply<()>),
     /// Remove each key whose value is still the one given (retention).
     RemoveIf(Vec<(usize, Vec<u8>, IVec)>, Reply<usize>),
+    /// The relay's verbs ([`super::relay_ops`]).
+    Relay(super::relay_ops::RelayOp),
 }
 
-/// What a round has written so far, over the trees.
-struct Stage {
-    maps: [HashMap<Vec<u8>, Option<IVec>>; TREES],
+/// What a round has written so far, over the trees (ordered, so prefix
+/// scans can merge it with the trees).
+pub(super) struct Stage {
+    maps: [BTreeMap<Vec<u8>, Option<IVec>>; TREES],
     /// (tree, key, what the stage held before) for the operation in progress.
     undo: Vec<(usize, Vec<u8>, Option<Option<IVec>>)>,
 }
 
 /// Answers an operation once the round is committed (None) or failed (Some).
-type Answer = Box<dyn FnOnce(Option<&str>, u64)>;
+pub(super) type Answer = Box<dyn FnOnce(Option<&str>, u64)>;
 
 pub(super) struct Writer {
-    db: ::sled::Db,
+    pub(super) db: ::sled::Db,
     all: [::sled::Tree; TREES],
     commit: Arc<GroupCommit>,
     queue: Arc<WorkQueue>,
     quarantine_seq: u64,
     /// Last event-feed position handed out (the group-commit mark).
     feed: u64,
+    /// Every endpoint by merchant, as staged: the fan-out of an apply reads
+    /// it, and only the writer changes endpoints, so it is exact.
+    pub(super) endpoints: HashMap<String, Vec<EndpointRecord>>,
+    /// Bumped after a committed round that touched deliveries or endpoints.
+    pub(super) relay: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
+pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
     Box::new(move |failed, ticket| {
         let res = match failed {
             Some(e) => Err(StoreError::Io(e.to_string())),
@@ -95,12 +108,20 @@ impl Writer {
         t: Trees,
         commit: Arc<GroupCommit>,
         queue: Arc<WorkQueue>,
+        relay: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> Result<Writer, StoreError> {
         let quarantine_seq = match t.quarantine.last()? {
             Some((k, _)) => u64_key(&k)? + 1,
             None => 0,
         };
+        let mut endpoints: HashMap<String, Vec<EndpointRecord>> = HashMap::new();
+        for v in t.endpoints.iter().values() {
+            let e: EndpointRecord = dec(&v?)?;
+            endpoints.entry(e.merchant_id.clone()).or_default().push(e);
+        }
         Ok(Writer {
+            endpoints,
+            relay,
             feed: commit.durable_mark(),
             all: t.all(),
             db,
@@ -130,10 +151,11 @@ impl Writer {
         };
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut work = Vec::new();
-        let (mut accepts, mut applies) = (false, false);
+        let (mut accepts, mut applies, mut relay) = (false, false, false);
         for op in ops {
             accepts |= matches!(op, Op::Accept(..));
             applies |= matches!(op, Op::Apply(..));
+            relay |= matches!(op, Op::Relay(..));
             stage.undo.clear();
             answers.push(self.execute(op, &mut stage, &mut work));
         }
@@ -143,12 +165,22 @@ impl Writer {
         if applies {
             crash_point("store::commit::apply");
         }
+        if relay {
+            crash_point("store::commit::relay");
+        }
+        let touched_relay = [ENDPOINTS, DELIVERIES, DUE]
+            .iter()
+            .any(|&t| !stage.maps[t].is_empty());
         let failed = self.write(&stage).err().map(|e| e.to_string());
         let ticket = match &failed {
             None => {
                 crash_point("store::committed");
                 self.queue.offer(work);
-                self.commit.ticket(self.feed)
+                let t = self.commit.ticket(self.feed);
+                if touched_relay {
+                    self.relay.send_modify(|n| *n += 1);
+                }
+                t
             }
             Some(e) => {
                 tracing::error!(error = %e, "store write failed; answering 503");
@@ -221,17 +253,65 @@ impl Writer {
                 answer(reply, Ok(()))
             }
             Op::RemoveIf(keys, reply) => run!(reply, self.remove_if(keys, stage)),
+            Op::Relay(op) => self.relay_op(op, stage, mark),
         }
     }
 
-    fn get(&self, stage: &Stage, tree: usize, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+    pub(super) fn get(
+        &self,
+        stage: &Stage,
+        tree: usize,
+        key: &[u8],
+    ) -> Result<Option<IVec>, StoreError> {
         match stage.maps[tree].get(key) {
             Some(v) => Ok(v.clone()),
             None => Ok(self.all[tree].get(key)?),
         }
     }
 
-    fn get_dec<T: DeserializeOwned>(
+    /// Up to `limit` entries of `tree` under `prefix`, in key order, as the
+    /// round sees them (the tree merged with what the round staged).
+    pub(super) fn scan(
+        &self,
+        stage: &Stage,
+        tree: usize,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let mut out = Vec::new();
+        let mut staged = stage.maps[tree]
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut disk = self.all[tree].scan_prefix(prefix);
+        let mut d = disk.next().transpose()?;
+        while out.len() < limit {
+            // The staged entry wins over the tree's for the same key.
+            let staged_first = match (&d, staged.peek()) {
+                (None, None) => break,
+                (Some((dk, _)), Some((sk, _))) => sk.as_slice() <= dk.as_ref(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if staged_first {
+                let Some((sk, sv)) = staged.next() else { break };
+                if d.as_ref()
+                    .is_some_and(|(dk, _)| dk.as_ref() == sk.as_slice())
+                {
+                    d = disk.next().transpose()?;
+                }
+                if let Some(v) = sv {
+                    out.push((sk.clone(), v.clone()));
+                }
+            } else if let Some((dk, dv)) = d.take() {
+                out.push((dk.to_vec(), dv));
+                d = disk.next().transpose()?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn get_dec<T: DeserializeOwned>(
         &self,
         stage: &Stage,
         tree: usize,
@@ -385,6 +465,7 @@ impl Writer {
                 let fkey = joined(&c.key.merchant_id, &pos.to_be_bytes());
                 stage.put(EVENTS, fkey, Some(enc(ev)?));
                 stage.put(EVENT_IDS, ulid.to_vec(), Some(pos.to_be_bytes().to_vec()));
+                self.fan_out(stage, ev, c.now)?;
             }
         }
         Ok(true)
@@ -526,14 +607,14 @@ impl Writer {
 }
 
 impl Stage {
-    fn put(&mut self, tree: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+    pub(super) fn put(&mut self, tree: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
         let value = value.map(IVec::from);
         let before = self.maps[tree].insert(key.clone(), value);
         self.undo.push((tree, key, before));
     }
 
     /// Undo everything staged since `mark` (newest first).
-    fn rollback(&mut self, mark: usize) {
+    pub(super) fn rollback(&mut self, mark: usize) {
         while self.undo.len() > mark {
             let Some((tree, key, before)) = self.undo.pop() else {
                 break;

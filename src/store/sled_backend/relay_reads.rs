@@ -1,0 +1,107 @@
+//! The relay's reads: endpoints, the due index, deliveries and attempts.
+
+use super::relay_ops::{delivery_ulid, endpoint_key, endpoint_prefix};
+use super::*;
+
+pub(super) fn endpoint(
+    t: &Trees,
+    merchant: &str,
+    id: &str,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    t.endpoints
+        .get(endpoint_key(merchant, id))?
+        .map(|v| dec(&v))
+        .transpose()
+}
+
+pub(super) fn endpoints(
+    t: &Trees,
+    merchant: Option<&str>,
+) -> Result<Vec<EndpointRecord>, StoreError> {
+    let prefix = merchant.map(|m| joined(m, &[])).unwrap_or_default();
+    let mut out: Vec<EndpointRecord> = t
+        .endpoints
+        .scan_prefix(prefix)
+        .values()
+        .map(|v| dec(&v?))
+        .collect::<Result<_, _>>()?;
+    out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(out)
+}
+
+pub(super) fn due(
+    t: &Trees,
+    merchant: &str,
+    endpoint: &str,
+    now: i64,
+    limit: usize,
+    skip: &[String],
+) -> Result<Due, StoreError> {
+    let prefix = endpoint_prefix(merchant, endpoint);
+    let mut out = Due::default();
+    for kv in t.due.scan_prefix(&prefix) {
+        let (k, _) = kv?;
+        let rest = &k[prefix.len()..];
+        if rest.len() != 24 {
+            return Err(StoreError::Codec("due key".into()));
+        }
+        let at = u64_key(&rest[..8])? as i64;
+        let ulid = &rest[8..];
+        let id = format!(
+            "dlv_{}",
+            ulid::Ulid(u128::from_be_bytes(
+                ulid.try_into()
+                    .map_err(|_| StoreError::Codec("due key".into()))?
+            ))
+        );
+        if skip.contains(&id) {
+            continue;
+        }
+        if at > now || out.deliveries.len() >= limit {
+            out.next_at = Some(at);
+            break;
+        }
+        if let Some(v) = t.deliveries.get(ulid)? {
+            out.deliveries.push(dec(&v)?);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn deliveries(t: &Trees, f: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut out = Vec::new();
+    for v in t.deliveries.iter().values().rev() {
+        let d: DeliveryRecord = dec(&v?)?;
+        let keep = f.merchant_id.as_ref().is_none_or(|m| *m == d.merchant_id)
+            && f.endpoint_id.as_ref().is_none_or(|e| *e == d.endpoint_id)
+            && f.payment_id.as_ref().is_none_or(|p| *p == d.payment_id)
+            && f.state.is_none_or(|s| s == d.state);
+        if keep {
+            out.push(d);
+            if out.len() >= f.limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn delivery(
+    t: &Trees,
+    id: &str,
+) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
+    let Ok(ulid) = delivery_ulid(id) else {
+        return Ok(None);
+    };
+    let Some(v) = t.deliveries.get(ulid)? else {
+        return Ok(None);
+    };
+    let d: DeliveryRecord = dec(&v)?;
+    let attempts = t
+        .attempts
+        .scan_prefix(ulid)
+        .values()
+        .map(|v| dec(&v?))
+        .collect::<Result<_, _>>()?;
+    Ok(Some((d, attempts)))
+}
