@@ -138,14 +138,22 @@ impl Application {
     /// requests finish (up to `server.shutdown_timeout`), stop the workers
     /// and flush the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        // Before anything is applied, so config endpoints get their deliveries.
+        self.store
+            .sync_config_endpoints(config_endpoints(&self.settings, self.cx.clock.now_ms()))
+            .await
+            .context("writing the config file's endpoints to the store")?;
         let token = CancellationToken::new();
+        // Cancelled as soon as shutdown begins: no new delivery attempts.
+        let relay_token = CancellationToken::new();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let background = {
-            let (store, settings, cx, token) = (
+            let (store, settings, cx, token, relay_token) = (
                 self.store.clone(),
                 self.settings.clone(),
                 self.cx.clone(),
                 token.clone(),
+                relay_token.clone(),
             );
             let alive = self.workers_alive.clone();
             // Processing runs on its own runtime whose threads are niced: when
@@ -168,8 +176,15 @@ impl Application {
                                 cx.clock.clone(),
                                 token.clone(),
                             ));
+                            let dispatcher = tokio::spawn(crate::delivery::dispatcher::run(
+                                store.clone(),
+                                settings.clone(),
+                                cx.clock.clone(),
+                                relay_token,
+                            ));
                             processor::run(store, settings, cx, token.clone()).await;
                             let _ = janitor.await;
+                            let _ = dispatcher.await;
                         }),
                         Err(e) => tracing::error!(error = %e, "cannot start the processor runtime"),
                     }
@@ -185,17 +200,20 @@ impl Application {
         let mut fatal = None;
         tokio::select! {
             r = &mut server => {
+                relay_token.cancel();
                 token.cancel();
                 r??;
             }
             _ = shutdown => {
-                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                tracing::info!("shutting down: no new connections, finishing in-flight requests and deliveries");
+                relay_token.cancel();
                 handle.stop(true).await;
                 let _ = server.await;
                 token.cancel();
             }
             e = self.store.failed() => {
                 tracing::error!(error = %e, "the store cannot write any more; exiting for a restart");
+                relay_token.cancel();
                 // In-flight requests get their 503; nothing new is accepted.
                 handle.stop(true).await;
                 let _ = server.await;
@@ -213,4 +231,32 @@ impl Application {
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// The config file's `[[merchants.endpoints]]` as store records.
+fn config_endpoints(settings: &Settings, now: i64) -> Vec<crate::store::EndpointRecord> {
+    use secrecy::ExposeSecret;
+    settings
+        .merchants
+        .iter()
+        .flat_map(|m| {
+            m.endpoints
+                .iter()
+                .map(move |e| crate::store::EndpointRecord {
+                    id: e.id.clone(),
+                    merchant_id: m.id.clone(),
+                    url: e.url.to_string(),
+                    events: e.events.clone(),
+                    description: e.description.clone(),
+                    ordering: e.ordering,
+                    disabled: false,
+                    disabled_reason: None,
+                    secret: e.secret.expose_secret().to_string(),
+                    previous_secret: None,
+                    source: crate::store::EndpointSource::Config,
+                    created_at: now,
+                    updated_at: now,
+                })
+        })
+        .collect()
 }

@@ -222,6 +222,7 @@ pub struct EndpointSettings {
     pub secret: SecretString,
     pub events: Vec<String>,
     pub description: Option<String>,
+    pub ordering: crate::store::Ordering,
 }
 
 impl MerchantSettings {

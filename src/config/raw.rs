@@ -258,6 +258,7 @@ pub(super) struct RawEndpoint {
     pub(super) secret_env: Option<String>,
     pub(super) events: Option<Vec<String>>,
     pub(super) description: Option<String>,
+    pub(super) ordering: Option<String>,
 }
 
 #[cfg(test)]

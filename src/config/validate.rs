@@ -326,12 +326,35 @@ impl Validator<'_> {
                 .secret(&format!("{ek} secret"), e.secret, e.secret_env)?
                 .ok_or_else(|| invalid(format!("{ek} secret"), "required"))?;
             decode_whsec(secret.expose_secret()).map_err(|m| invalid(format!("{ek} secret"), m))?;
+            let events = e.events.unwrap_or_else(|| vec!["payment.*".into()]);
+            if let Some(bad) = events.iter().find(|p| !crate::delivery::patterns::valid(p)) {
+                return Err(invalid(
+                    format!("{ek} events"),
+                    format!(
+                        "{bad:?} is not an event pattern (`*`, `payment.*`, `payment.succeeded`)"
+                    ),
+                ));
+            }
+            let ordering = match e.ordering.as_deref() {
+                None | Some("fifo") => crate::store::Ordering::Fifo,
+                Some("latest") => crate::store::Ordering::Latest,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{ek} ordering"),
+                        format!("{other:?}: expected \"fifo\" or \"latest\""),
+                    ))
+                }
+            };
+            if endpoints.iter().any(|x: &EndpointSettings| x.id == e.id) {
+                return Err(invalid(format!("{ek} id"), "used twice for this merchant"));
+            }
             endpoints.push(EndpointSettings {
                 id: e.id,
                 url,
                 secret,
-                events: e.events.unwrap_or_else(|| vec!["payment.*".into()]),
+                events,
                 description: e.description,
+                ordering,
             });
         }
         Ok(MerchantSettings {

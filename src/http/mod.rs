@@ -3,9 +3,11 @@
 
 mod admin;
 mod caller;
+mod deliveries;
+mod endpoints;
 pub mod error;
 mod ipn;
-mod limits;
+pub mod limits;
 mod ops;
 mod payments;
 mod returns;
@@ -112,14 +114,23 @@ fn allow(methods: &'static str) -> actix_web::Route {
     })
 }
 
+/// The largest JSON body the merchant and admin APIs take (413 above).
+const JSON_LIMIT: usize = 64 * 1024;
+
 /// All routes; `main` and the tests mount the same thing. Each path is one
 /// resource: a method it does not serve is 405 with `Allow` (SPEC §8); a
 /// path it does not know is 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
-            .limit(64 * 1024)
-            .error_handler(|e, _| bad_request(e.to_string())),
+            .limit(JSON_LIMIT)
+            .error_handler(|e, _| match e {
+                actix_web::error::JsonPayloadError::Overflow { .. }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::PayloadTooLarge(JSON_LIMIT).into()
+                }
+                e => bad_request(e.to_string()),
+            }),
     )
     .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e.to_string())))
     .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e.to_string())))
@@ -178,6 +189,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/events")
             .route(web::get().to(payments::events))
             .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/endpoints")
+            .route(web::post().to(endpoints::create))
+            .route(web::get().to(endpoints::list))
+            .default_service(allow("GET, POST")),
+    )
+    .service(
+        web::resource("/v1/endpoints/{id}")
+            .route(web::get().to(endpoints::get))
+            .route(web::patch().to(endpoints::patch))
+            .route(web::delete().to(endpoints::delete))
+            .default_service(allow("GET, PATCH, DELETE")),
+    )
+    .service(
+        web::resource("/v1/endpoints/{id}/rotate-secret")
+            .route(web::post().to(endpoints::rotate))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/endpoints/{id}/replay")
+            .route(web::post().to(endpoints::replay))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/v1/deliveries")
+            .route(web::get().to(deliveries::list))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/deliveries/{id}")
+            .route(web::get().to(deliveries::get))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/v1/deliveries/{id}/retry")
+            .route(web::post().to(deliveries::retry))
+            .default_service(allow("POST")),
     )
     .service(
         web::resource("/v1/return/{merchant_id}/{payment_id}")

@@ -166,9 +166,12 @@ impl Writer {
                 ep.disabled = old.disabled;
                 ep.disabled_reason = old.disabled_reason.clone();
                 ep.created_at = old.created_at;
+                let now = ep.updated_at;
+                ep.updated_at = old.updated_at;
                 if *old == ep {
                     continue;
                 }
+                ep.updated_at = now;
             }
             self.put_endpoint(stage, ep)?;
         }

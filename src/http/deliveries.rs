@@ -1,0 +1,146 @@
+//! Merchant API: deliveries and their attempts (SPEC §5). A merchant sees
+//! its own; an admin token sees every merchant's (or one, with
+//! `?merchant_id=`). Another merchant's delivery is a 404.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::caller::{identify, Caller};
+use super::payments::rfc3339;
+use super::{ApiError, AppState};
+use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, Retried};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    merchant_id: Option<String>,
+    endpoint_id: Option<String>,
+    state: Option<String>,
+    payment_id: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+pub struct Scope {
+    merchant_id: Option<String>,
+}
+
+/// The merchant whose deliveries the caller sees; None: every merchant (admin).
+fn scope(
+    req: &HttpRequest,
+    state: &AppState,
+    merchant_id: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match identify(req, state)? {
+        Caller::Merchant(m) => Ok(Some(m)),
+        Caller::Admin => match merchant_id {
+            None => Ok(None),
+            Some(m) => state
+                .settings
+                .merchant(m)
+                .map(|m| Some(m.id.clone()))
+                .ok_or_else(|| ApiError::NotFound(format!("no merchant {m:?}"))),
+        },
+    }
+}
+
+pub fn view(d: &DeliveryRecord) -> Value {
+    json!({
+        "id": d.id,
+        "event_id": d.event.event_id,
+        "endpoint_id": d.endpoint_id,
+        "merchant_id": d.merchant_id,
+        "payment_id": d.payment_id,
+        "sequence": d.sequence,
+        "state": d.state.as_str(),
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.map(rfc3339),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": rfc3339(d.created_at),
+    })
+}
+
+fn attempt_view(a: &AttemptRecord) -> Value {
+    json!({
+        "at": rfc3339(a.at),
+        "status": a.status,
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+        "response_body": a.response_body,
+    })
+}
+
+pub async fn list(
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = scope(&req, &state, q.merchant_id.as_deref())?;
+    let st = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "state {s:?}: expected pending, succeeded, dead or superseded"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::InvalidRequest(format!("limit: 1 to {MAX_LIMIT}")));
+    }
+    let f = DeliveryFilter {
+        merchant_id: merchant,
+        endpoint_id: q.endpoint_id.clone(),
+        state: st,
+        payment_id: q.payment_id.clone(),
+        limit,
+    };
+    let data: Vec<Value> = state.store.deliveries(f).await?.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = scope(&req, &state, q.merchant_id.as_deref())?;
+    let not_found = || ApiError::NotFound(format!("no delivery {:?}", path.as_str()));
+    let (d, attempts) = state.store.delivery(&path).await?.ok_or_else(not_found)?;
+    if merchant.as_ref().is_some_and(|m| *m != d.merchant_id) {
+        return Err(not_found());
+    }
+    let mut v = view(&d);
+    v["attempt_log"] = attempts.iter().map(attempt_view).collect();
+    Ok(HttpResponse::Ok().json(v))
+}
+
+pub async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = scope(&req, &state, q.merchant_id.as_deref())?;
+    match state
+        .store
+        .retry_delivery(merchant.as_deref(), &path, state.now_ms())
+        .await?
+    {
+        Retried::Queued(d) => Ok(HttpResponse::Accepted().json(view(&d))),
+        Retried::NotFound => Err(ApiError::NotFound(format!(
+            "no delivery {:?}",
+            path.as_str()
+        ))),
+        Retried::NotDead(s) => Err(ApiError::Conflict(format!(
+            "only a dead delivery can be retried; this one is {}",
+            s.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,335 @@
+//! Merchant API: webhook endpoints (SPEC §5). Config-file endpoints are
+//! listed with API ones but are read-only here (409). Secrets are shown on
+//! create and rotate only. A URL is vetted by the SSRF guard at create and
+//! patch (422 naming the reason), and again at every delivery.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use url::Url;
+
+use super::caller::merchant_scope;
+use super::payments::rfc3339;
+use super::{ApiError, AppState};
+use crate::delivery::{patterns, signing, ssrf};
+use crate::store::{EndpointRecord, EndpointSource, EndpointUpdate, Ordering};
+
+/// How long the secret before a rotation keeps signing.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+const MAX_URL: usize = 2048;
+const MAX_DESCRIPTION: usize = 500;
+const MAX_PATTERNS: usize = 50;
+
+#[derive(Deserialize)]
+pub struct Scope {
+    merchant_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    url: String,
+    events: Option<Vec<String>>,
+    description: Option<String>,
+    ordering: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    /// null clears it.
+    #[serde(default)]
+    description: Option<Value>,
+    ordering: Option<String>,
+    disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    since: String,
+    until: Option<String>,
+}
+
+pub fn view(e: &EndpointRecord) -> Value {
+    json!({
+        "id": e.id,
+        "merchant_id": e.merchant_id,
+        "url": e.url,
+        "events": e.events,
+        "description": e.description,
+        "ordering": ordering_str(e.ordering),
+        "disabled": e.disabled,
+        "disabled_reason": e.disabled_reason,
+        "source": match e.source { EndpointSource::Config => "config", EndpointSource::Api => "api" },
+        "created_at": rfc3339(e.created_at),
+        "updated_at": rfc3339(e.updated_at),
+    })
+}
+
+fn ordering_str(o: Ordering) -> &'static str {
+    match o {
+        Ordering::Fifo => "fifo",
+        Ordering::Latest => "latest",
+    }
+}
+
+fn parse_ordering(s: &str) -> Result<Ordering, ApiError> {
+    match s {
+        "fifo" => Ok(Ordering::Fifo),
+        "latest" => Ok(Ordering::Latest),
+        other => Err(ApiError::Unprocessable(format!(
+            "ordering {other:?}: expected \"fifo\" or \"latest\""
+        ))),
+    }
+}
+
+fn check_events(events: &[String]) -> Result<(), ApiError> {
+    if events.is_empty() || events.len() > MAX_PATTERNS {
+        return Err(ApiError::Unprocessable(format!(
+            "events: 1 to {MAX_PATTERNS} patterns"
+        )));
+    }
+    match events.iter().find(|p| !patterns::valid(p)) {
+        Some(bad) => Err(ApiError::Unprocessable(format!(
+            "events: {bad:?} is not a pattern (`*`, `payment.*`, `payment.succeeded`)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn check_description(d: &str) -> Result<(), ApiError> {
+    if d.chars().count() > MAX_DESCRIPTION || d.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "description: at most {MAX_DESCRIPTION} characters, no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Parse and vet a target URL: the SSRF guard, resolving its host now.
+async fn check_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    if raw.len() > MAX_URL {
+        return Err(ApiError::Unprocessable(format!(
+            "url: longer than {MAX_URL} bytes"
+        )));
+    }
+    let url = Url::parse(raw).map_err(|e| ApiError::Unprocessable(format!("url {raw:?}: {e}")))?;
+    let d = &state.settings.delivery;
+    let policy = ssrf::Policy {
+        allow_private: d.allow_private_targets,
+        https_only: d.https_only,
+    };
+    ssrf::check_url(&url, policy).map_err(|m| ApiError::Unprocessable(format!("url: {m}")))?;
+    if let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) {
+        ssrf::vet_host(host, port, policy)
+            .await
+            .map_err(|m| ApiError::Unprocessable(format!("url: {m}")))?;
+    }
+    Ok(url.to_string())
+}
+
+async fn own(state: &AppState, merchant: &str, id: &str) -> Result<EndpointRecord, ApiError> {
+    state
+        .store
+        .endpoint(merchant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no endpoint {id:?}")))
+}
+
+fn writable(e: &EndpointRecord) -> Result<(), ApiError> {
+    if e.source == EndpointSource::Config {
+        return Err(ApiError::Conflict(format!(
+            "endpoint {:?} is defined in the config file; change it there",
+            e.id
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    req: HttpRequest,
+    scope: web::Query<Scope>,
+    body: web::Json<CreateBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let b = body.into_inner();
+    let url = check_url(&state, &b.url).await?;
+    let events = b.events.unwrap_or_else(|| vec!["payment.*".into()]);
+    check_events(&events)?;
+    if let Some(d) = &b.description {
+        check_description(d)?;
+    }
+    let ordering = b
+        .ordering
+        .as_deref()
+        .map(parse_ordering)
+        .transpose()?
+        .unwrap_or_default();
+    let now = state.now_ms();
+    let ep = EndpointRecord {
+        id: format!("ep_{}", ulid::Ulid::new()),
+        merchant_id: merchant,
+        url,
+        events,
+        description: b.description,
+        ordering,
+        disabled: false,
+        disabled_reason: None,
+        secret: signing::new_secret(),
+        previous_secret: None,
+        source: EndpointSource::Api,
+        created_at: now,
+        updated_at: now,
+    };
+    if !state.store.create_endpoint(ep.clone()).await? {
+        return Err(ApiError::Internal("endpoint id collision".into()));
+    }
+    let mut v = view(&ep);
+    v["secret"] = json!(ep.secret);
+    Ok(HttpResponse::Created().json(v))
+}
+
+pub async fn list(
+    req: HttpRequest,
+    scope: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let eps = state.store.endpoints(Some(&merchant)).await?;
+    let data: Vec<Value> = eps.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let ep = own(&state, &merchant, &path).await?;
+    Ok(HttpResponse::Ok().json(view(&ep)))
+}
+
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    body: web::Json<PatchBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    writable(&own(&state, &merchant, &path).await?)?;
+    let b = body.into_inner();
+    let mut u = EndpointUpdate {
+        now: state.now_ms(),
+        ..EndpointUpdate::default()
+    };
+    if let Some(url) = &b.url {
+        u.url = Some(check_url(&state, url).await?);
+    }
+    if let Some(ev) = b.events {
+        check_events(&ev)?;
+        u.events = Some(ev);
+    }
+    match b.description {
+        None => {}
+        Some(Value::Null) => u.description = Some(None),
+        Some(Value::String(d)) => {
+            check_description(&d)?;
+            u.description = Some(Some(d));
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "description: a string or null".into(),
+            ))
+        }
+    }
+    if let Some(o) = &b.ordering {
+        u.ordering = Some(parse_ordering(o)?);
+    }
+    if let Some(d) = b.disabled {
+        u.disabled = Some((d, d.then(|| "disabled through the API".to_string())));
+    }
+    let ep = state
+        .store
+        .update_endpoint(&merchant, &path, u)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no endpoint {:?}", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(view(&ep)))
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    writable(&own(&state, &merchant, &path).await?)?;
+    if !state.store.delete_endpoint(&merchant, &path).await? {
+        return Err(ApiError::NotFound(format!(
+            "no endpoint {:?}",
+            path.as_str()
+        )));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn rotate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    writable(&own(&state, &merchant, &path).await?)?;
+    let now = state.now_ms();
+    let secret = signing::new_secret();
+    let u = EndpointUpdate {
+        rotate: Some((secret.clone(), now + ROTATION_OVERLAP_MS)),
+        now,
+        ..EndpointUpdate::default()
+    };
+    state
+        .store
+        .update_endpoint(&merchant, &path, u)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no endpoint {:?}", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
+}
+
+fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::Unprocessable(format!("{field}: {s:?} is not RFC 3339 ({e})")))
+}
+
+pub async fn replay(
+    req: HttpRequest,
+    path: web::Path<String>,
+    scope: web::Query<Scope>,
+    body: web::Json<ReplayBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let ep = own(&state, &merchant, &path).await?;
+    let since = parse_time("since", &body.since)?;
+    let until = match &body.until {
+        Some(u) => parse_time("until", u)?,
+        None => i64::MAX,
+    };
+    if until < since {
+        return Err(ApiError::Unprocessable("until is before since".into()));
+    }
+    let n = state
+        .store
+        .replay(&merchant, &ep.id, since, until, state.now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no endpoint {:?}", ep.id)))?;
+    Ok(HttpResponse::Accepted().json(json!({ "replayed": n })))
+}
