@@ -21,6 +21,7 @@ mod presets;
 mod quarantine_bounds;
 mod returns;
 mod schemes;
+mod sink;
 mod store_full;
 mod systemd_unit;
 mod tasks;
