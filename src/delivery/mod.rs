@@ -1,3 +1,4 @@
 //! The relay half: applied changes → signed notifications to merchant endpoints.
 
 pub mod patterns;
+pub mod retry;
