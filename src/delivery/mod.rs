@@ -2,3 +2,4 @@
 
 pub mod patterns;
 pub mod retry;
+pub mod signing;
