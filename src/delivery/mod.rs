@@ -3,3 +3,4 @@
 pub mod patterns;
 pub mod retry;
 pub mod signing;
+pub mod ssrf;
