@@ -155,7 +155,8 @@ impl Writer {
         for op in ops {
             accepts |= matches!(op, Op::Accept(..));
             applies |= matches!(op, Op::Apply(..));
-            relay |= matches!(op, Op::Relay(..));
+            // Attempt results only (config endpoints are synced before serving).
+            relay |= matches!(op, Op::Relay(super::relay_ops::RelayOp::Attempt(..)));
             stage.undo.clear();
             answers.push(self.execute(op, &mut stage, &mut work));
         }
