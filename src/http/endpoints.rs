@@ -10,7 +10,7 @@ use url::Url;
 
 use super::caller::merchant_scope;
 use super::payments::rfc3339;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, JSON_LIMIT};
 use crate::delivery::{patterns, signing, ssrf};
 use crate::store::{EndpointRecord, EndpointSource, EndpointUpdate, Ordering};
 
@@ -152,11 +152,11 @@ fn writable(e: &EndpointRecord) -> Result<(), ApiError> {
 pub async fn create(
     req: HttpRequest,
     scope: web::Query<Scope>,
-    body: web::Json<CreateBody>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
-    let b = body.into_inner();
+    let b: CreateBody = json_body(&body)?;
     let url = check_url(&state, &b.url).await?;
     let events = b.events.unwrap_or_else(|| vec!["payment.*".into()]);
     check_events(&events)?;
@@ -219,12 +219,12 @@ pub async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
     scope: web::Query<Scope>,
-    body: web::Json<PatchBody>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
     writable(&own(&state, &merchant, &path).await?)?;
-    let b = body.into_inner();
+    let b: PatchBody = json_body(&body)?;
     let mut u = EndpointUpdate {
         now: state.now_ms(),
         ..EndpointUpdate::default()
@@ -303,6 +303,15 @@ pub async fn rotate(
     Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
 }
 
+/// A JSON body, parsed only after the caller was authenticated (so a
+/// request without a key is 401 whatever its body). 413 above [`JSON_LIMIT`].
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > JSON_LIMIT {
+        return Err(ApiError::PayloadTooLarge(JSON_LIMIT));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))
+}
+
 fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
@@ -313,11 +322,12 @@ pub async fn replay(
     req: HttpRequest,
     path: web::Path<String>,
     scope: web::Query<Scope>,
-    body: web::Json<ReplayBody>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
     let ep = own(&state, &merchant, &path).await?;
+    let body: ReplayBody = json_body(&body)?;
     let since = parse_time("since", &body.since)?;
     let until = match &body.until {
         Some(u) => parse_time("until", u)?,

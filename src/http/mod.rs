@@ -115,7 +115,7 @@ fn allow(methods: &'static str) -> actix_web::Route {
 }
 
 /// The largest JSON body the merchant and admin APIs take (413 above).
-const JSON_LIMIT: usize = 64 * 1024;
+pub const JSON_LIMIT: usize = 64 * 1024;
 
 /// All routes; `main` and the tests mount the same thing. Each path is one
 /// resource: a method it does not serve is 405 with `Allow` (SPEC §8); a

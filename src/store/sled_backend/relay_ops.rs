@@ -241,8 +241,10 @@ impl Writer {
         Ok(true)
     }
 
-    /// One delivery per enabled endpoint of the event's merchant whose
-    /// patterns match, written with the event (called from `apply`).
+    /// One delivery per endpoint of the event's merchant whose patterns
+    /// match, written with the event (called from `apply`). A disabled
+    /// endpoint gets its deliveries too: they wait, pending, until it is
+    /// enabled again (deleting an endpoint is how to stop them).
     pub(super) fn fan_out(
         &mut self,
         stage: &mut Stage,
@@ -255,7 +257,7 @@ impl Writer {
             .get(&ev.merchant_id)
             .map(|l| {
                 l.iter()
-                    .filter(|e| !e.disabled && patterns::matches(&e.events, &ty))
+                    .filter(|e| patterns::matches(&e.events, &ty))
                     .cloned()
                     .collect()
             })
