@@ -19,6 +19,7 @@ mod ordering;
 mod payments;
 mod presets;
 mod quarantine_bounds;
+mod relay_crash;
 mod relay_delivery;
 mod relay_endpoints;
 mod relay_helpers;
