@@ -23,6 +23,7 @@ mod relay_crash;
 mod relay_delivery;
 mod relay_endpoints;
 mod relay_helpers;
+mod relay_limits;
 mod relay_ordering;
 mod relay_ssrf;
 mod relay_tenancy;
