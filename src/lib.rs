@@ -7,10 +7,15 @@
 //!                                  ▼
 //!                  processor: map → schedule (per-payment order) → status rule
 //!                                  │   store.apply(plans): one atomic write per batch
-//!                                  │   (payment state, history, events, task results,
-//!                                  │    inbox removal)
+//!                                  │   (payment state, history, events, deliveries,
+//!                                  │    task results, inbox removal)
 //!                                  ▼
 //!                          payments API / events polling / 3DS return
+//!                                  │
+//!                  dispatcher: due lane heads per endpoint → signed POST
+//!                                  │   store.record_attempt: one atomic write
+//!                                  ▼
+//!                          merchant endpoints
 //! ```
 //!
 //! Module map:
@@ -25,6 +30,8 @@
 //! - [`store`]: the `Store` interface (domain verbs, one atomic write each) and
 //!   its sled backend, the only code that knows sled.
 //! - [`processor`]: accepted work → plans → applied state, per-payment order.
+//! - [`delivery`]: patterns, retry timing, signing (pure), the SSRF guard and
+//!   the dispatcher: applied changes → merchant endpoints.
 //! - [`http`]: thin actix handlers and the one error shape.
 //! - [`app`]: builds store + workers + server on a listener (main and tests).
 

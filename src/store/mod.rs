@@ -9,7 +9,9 @@
 //! | verb | what it writes, atomically |
 //! |---|---|
 //! | [`Store::accept`] | dedupe key, raw request, its (implicit `processing`) task, inbox entry |
-//! | [`Store::apply`] | per plan: payment state, history entries, events, the task result, inbox removal |
+//! | [`Store::apply`] | per plan: payment state, history entries, events, one delivery per matching endpoint, the task result, inbox removal |
+//! | [`Store::record_attempt`] | the attempt, the delivery's next state, its due entry, and the lane's next head when it leaves the lane |
+//! | endpoint verbs, [`Store::retry_delivery`], [`Store::replay`] | their records, lanes and due entries |
 //! | [`Store::register_payment`], [`Store::take_error`], [`Store::reprocess`], [`Store::quarantine`] | their one record (reprocess: task reset + inbox entry) |
 //!
 //! So every crash point is harmless by construction: after a restart each
@@ -56,6 +58,12 @@
 //!   payments … FOR UPDATE` and compare with the plan (`Conflict`: roll back
 //!   that plan's savepoint), then `INSERT` history/events/task result and
 //!   `UPDATE payments`.
+//! - deliveries: `apply` inserts them in its transaction; `due_deliveries`
+//!   is `SELECT … FROM deliveries WHERE endpoint = $1 AND lane head AND
+//!   due_at <= now() AND lease_until < now() ORDER BY due_at LIMIT n FOR
+//!   UPDATE SKIP LOCKED`, setting a lease (the sled backend needs none: one
+//!   process, and the dispatcher tracks what it has in flight);
+//!   `record_attempt` is one transaction that also clears the lease.
 //! - reads are plain `SELECT`s scoped by merchant; the event feed orders by
 //!   a `bigserial` assigned at insert and shows rows of committed
 //!   transactions only.
