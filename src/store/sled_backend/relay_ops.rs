@@ -298,7 +298,13 @@ impl Writer {
             created_at: now,
             lane_pos: self.db.generate_id()?,
         };
-        let lane = self.scan(stage, LANES, &lane_prefix(&d), usize::MAX)?;
+        // Only `latest` needs the whole lane; `fifo` needs to know if it is empty.
+        let look = if ep.ordering == Ordering::Latest {
+            usize::MAX
+        } else {
+            1
+        };
+        let lane = self.scan(stage, LANES, &lane_prefix(&d), look)?;
         match lane.first() {
             None => {
                 d.next_attempt_at = Some(now);
@@ -381,8 +387,12 @@ impl Writer {
                 let latest = self
                     .endpoint_of(&d.merchant_id, &d.endpoint_id)
                     .is_some_and(|e| e.ordering == Ordering::Latest);
-                let waiting = self.scan(stage, LANES, &lane, usize::MAX)?;
-                if latest && waiting.len() > 1 {
+                let waiting = if latest {
+                    self.scan(stage, LANES, &lane, usize::MAX)?
+                } else {
+                    Vec::new()
+                };
+                if waiting.len() > 1 {
                     // Only the newest change goes next, at the retry time.
                     let last = waiting.len() - 1;
                     d.state = DeliveryState::Superseded;
