@@ -51,6 +51,18 @@ enum Command {
         #[arg(long = "header")]
         headers: Vec<String>,
     },
+    /// Ask the running service for an online backup of its store into DIR
+    /// (a new, empty directory on the service's machine); restore by
+    /// pointing `storage.path` at it.
+    Backup {
+        #[arg(long, env = "IPN_RELAY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        /// Service base URL. Default: server.public_url, else http://<server.listen>.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Send a signed sample IPN to a running service and print its result.
     Trigger {
         #[arg(long, env = "IPN_RELAY_CONFIG")]
@@ -142,6 +154,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             res
+        }
+        Command::Backup { config, to, url } => {
+            let s = load(&config)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let out = rt.block_on(ipn_relay::trigger::backup(&s, &to, url))?;
+            println!("{out}");
+            Ok(())
         }
         Command::Serve { config } => {
             // Test builds only: crash points named in `FAILPOINTS` (see the store docs).

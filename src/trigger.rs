@@ -179,3 +179,32 @@ async fn poll(client: &reqwest::Client, status_url: &str, wait: Duration) -> any
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `ipn-relay backup`: `POST /v1/admin/backup` on the running service with
+/// the config's first admin token; returns the service's answer.
+pub async fn backup(
+    s: &Settings,
+    to: &std::path::Path,
+    url: Option<String>,
+) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let token = s
+        .admin_tokens
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("backup needs an admin token in [admin] tokens"))?;
+    let to = std::path::absolute(to)?;
+    let base = url
+        .or_else(|| s.server.public_url.clone())
+        .unwrap_or_else(|| format!("http://{}", s.server.listen));
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/admin/backup", base.trim_end_matches('/')))
+        .bearer_auth(token.expose_secret())
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .await
+        .with_context(|| format!("is the service running at {base}?"))?;
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status.is_success(), "backup failed: {status} {text}");
+    Ok(text)
+}

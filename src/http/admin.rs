@@ -1,4 +1,5 @@
-//! Operator endpoints: stored requests by state, reprocessing, quarantine.
+//! Operator endpoints: stored requests by state, reprocessing, quarantine,
+//! online backup.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -111,4 +112,46 @@ pub async fn quarantine(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "data": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupBody {
+    to: String,
+}
+
+/// `POST /v1/admin/backup {"to": "/abs/dir"}`: a consistent copy of the
+/// store, written by the service itself (it holds the store's lock).
+pub async fn backup(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let b: BackupBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?;
+    let to = std::path::PathBuf::from(&b.to);
+    if !to.is_absolute() {
+        return Err(ApiError::Unprocessable(
+            "to: an absolute path on the service's machine".into(),
+        ));
+    }
+    if to.exists()
+        && std::fs::read_dir(&to)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(ApiError::Conflict(format!(
+            "{} exists and is not empty",
+            to.display()
+        )));
+    }
+    let done = state.store.backup(&to).await?;
+    tracing::info!(to = %to.display(), records = done.records, took_ms = done.took_ms, "backup written");
+    Ok(HttpResponse::Ok().json(json!({
+        "to": to.display().to_string(),
+        "records": done.records,
+        "bytes": done.bytes,
+        "took_ms": done.took_ms,
+    })))
 }

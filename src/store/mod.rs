@@ -433,6 +433,20 @@ pub trait Store: Send + Sync {
     /// endpoints (the dispatcher's wake-up; the store stays the truth).
     fn relay_changed(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// A consistent copy of the whole store, written and fsynced at `to`
+    /// (which must not exist or be empty), taken while the store serves:
+    /// writes wait while it is taken. The copy is a store a new instance
+    /// can open.
+    async fn backup(&self, to: &std::path::Path) -> Result<Backup, StoreError>;
+
     /// Flush everything and stop background threads (shutdown). Idempotent.
     fn close(&self);
+}
+
+/// What [`Store::backup`] copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backup {
+    pub records: u64,
+    pub bytes: u64,
+    pub took_ms: u64,
 }

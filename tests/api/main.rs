@@ -1,6 +1,7 @@
 //! Black-box tests: the real app on port 0 with a temp sled directory,
 //! talked to over HTTP. One test binary keeps link times down.
 
+mod backup;
 mod browser;
 mod cli;
 mod clock;

@@ -37,6 +37,7 @@
 //! queue overflowed. The inbox stays the truth: a plan applies only while
 //! its inbox entry exists.
 
+mod backup;
 mod flush;
 mod queue;
 mod reads;
@@ -541,6 +542,11 @@ impl Store for SledStore {
 
     fn relay_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.relay.clone()
+    }
+
+    async fn backup(&self, to: &Path) -> Result<Backup, StoreError> {
+        let to = to.to_path_buf();
+        self.write(false, |r| writer::Op::Backup(to, r)).await
     }
 
     async fn failed(&self) -> String {

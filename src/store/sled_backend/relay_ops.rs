@@ -296,7 +296,7 @@ impl Writer {
             last_status: None,
             last_error: None,
             created_at: now,
-            lane_pos: self.db.generate_id()?,
+            lane_pos: self.next_id()?,
         };
         // Only `latest` needs the whole lane; `fifo` needs to know if it is empty.
         let look = if ep.ordering == Ordering::Latest {
@@ -456,7 +456,7 @@ impl Writer {
         // A fresh run of the schedule, at the tail of its lane.
         d.state = DeliveryState::Pending;
         d.retry_from = d.attempts;
-        d.lane_pos = self.db.generate_id()?;
+        d.lane_pos = self.next_id()?;
         let lane = self.scan(stage, LANES, &lane_prefix(&d), 1)?;
         d.next_attempt_at = None;
         if lane.is_empty() {
@@ -487,7 +487,7 @@ impl Writer {
             if !patterns::matches(&ep.events, &patterns::event_type(ev.status)) {
                 continue;
             }
-            let round = self.db.generate_id()?;
+            let round = self.next_id()?;
             let id = delivery_id(&ev.event_id, &ep.merchant_id, &ep.id, round, ev.created_at);
             self.enqueue(stage, &ep, id, ev, r.now)?;
             n += 1;

@@ -36,6 +36,9 @@ pub(super) const LANES: usize = 12;
 pub(super) const DUE: usize = 13;
 pub(super) const ATTEMPTS: usize = 14;
 
+/// `meta` key of the id floor a restored store starts from.
+pub(super) const ID_FLOOR: &[u8] = b"id_floor";
+
 /// Operations one round takes at most; the rest wait for the next round.
 const ROUND_OPS: usize = 1024;
 const QUARANTINE_KEEP: u64 = 1000;
@@ -62,6 +65,8 @@ pub(super) enum Op {
     Probe(i64, Reply<()>),
     /// Remove each key whose value is still the one given (retention).
     RemoveIf(Vec<(usize, Vec<u8>, IVec)>, Reply<usize>),
+    /// Copy every tree into a new store at this path ([`super::backup`]).
+    Backup(std::path::PathBuf, Reply<Backup>),
     /// The relay's verbs ([`super::relay_ops`]).
     Relay(super::relay_ops::RelayOp),
 }
@@ -90,6 +95,9 @@ pub(super) struct Writer {
     pub(super) endpoints: HashMap<String, Vec<EndpointRecord>>,
     /// Bumped after a committed round that touched deliveries or endpoints.
     pub(super) relay: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Ids handed out are above this: sled's id counter is not part of a
+    /// backup, so a restored store carries its floor in `meta`.
+    id_floor: u64,
 }
 
 pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
@@ -114,12 +122,17 @@ impl Writer {
             Some((k, _)) => u64_key(&k)? + 1,
             None => 0,
         };
+        let id_floor = match t.meta.get(ID_FLOOR)? {
+            Some(v) => u64_key(&v)?,
+            None => 0,
+        };
         let mut endpoints: HashMap<String, Vec<EndpointRecord>> = HashMap::new();
         for v in t.endpoints.iter().values() {
             let e: EndpointRecord = dec(&v?)?;
             endpoints.entry(e.merchant_id.clone()).or_default().push(e);
         }
         Ok(Writer {
+            id_floor,
             endpoints,
             relay,
             feed: commit.durable_mark(),
@@ -254,8 +267,20 @@ impl Writer {
                 answer(reply, Ok(()))
             }
             Op::RemoveIf(keys, reply) => run!(reply, self.remove_if(keys, stage)),
+            Op::Backup(to, reply) => {
+                let next = self.next_id();
+                let res = next.and_then(|n| super::backup::copy(&self.all, &to, n));
+                answer(reply, res)
+            }
             Op::Relay(op) => self.relay_op(op, stage, mark),
         }
+    }
+
+    /// A fresh id: sled's counter, never at or below the floor.
+    pub(super) fn next_id(&mut self) -> Result<u64, StoreError> {
+        let id = self.db.generate_id()?.max(self.id_floor + 1);
+        self.id_floor = id;
+        Ok(id)
     }
 
     pub(super) fn get(
@@ -358,7 +383,7 @@ impl Writer {
         stage.put(DEDUPE, dkey, Some(enc(&dedupe)?));
         let id = r.request_id.as_bytes().to_vec();
         stage.put(REQUESTS, id.clone(), Some(a.value));
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         stage.put(INBOX, seq.to_be_bytes().to_vec(), Some(id));
         work.push(Work {
             id: WorkId(seq),
@@ -461,7 +486,7 @@ impl Writer {
             if let Some(ev) = &c.event {
                 let ulid = event_ulid(&ev.event_id)
                     .ok_or_else(|| StoreError::Codec(format!("event id {:?}", ev.event_id)))?;
-                let pos = self.db.generate_id()?;
+                let pos = self.next_id()?;
                 self.feed = self.feed.max(pos);
                 let fkey = joined(&c.key.merchant_id, &pos.to_be_bytes());
                 stage.put(EVENTS, fkey, Some(enc(ev)?));
@@ -567,7 +592,7 @@ impl Writer {
             ..processing_task(&req)
         };
         stage.put(TASKS, id.as_bytes().to_vec(), Some(enc(&fresh)?));
-        let seq = self.db.generate_id()?;
+        let seq = self.next_id()?;
         stage.put(
             INBOX,
             seq.to_be_bytes().to_vec(),
