@@ -24,8 +24,8 @@
 //! | [`apply`] | apply, take_error, reprocess |
 //! | [`reads`] | events, history, payment, register_payment, tasks |
 //! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, purge_expired, [`event_id`] |
-//! | [`relay`] | create/endpoint/endpoints/update/delete_endpoint, sync_config_endpoints, the fan-out in apply, record_attempt, retry_delivery, replay, deliveries, delivery, close + reopen, relay_changed |
-//! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`) |
+//! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed |
+//! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`, attempt log, 410), delivery, retry_delivery, close + reopen |
 
 mod apply;
 mod ingest;
@@ -117,12 +117,8 @@ macro_rules! conformance_tests {
             relay::sync_config_adds_updates_removes_keeps_api_and_410,
             relay::fan_out_one_delivery_per_matching_endpoint,
             relay::fan_out_to_disabled_endpoint_is_pending,
-            relay::record_attempt_logs_and_counts,
-            relay::gone_disables_endpoint_keeps_delivery,
-            relay::retry_delivery_only_dead_ones,
             relay::replay_new_deliveries_of_matching_events,
             relay::deliveries_filters_newest_first,
-            relay::restart_keeps_endpoints_and_deliveries,
             relay::relay_changed_moves_after_writes,
             relay_lanes::lane_only_head_is_due,
             relay_lanes::lane_success_makes_next_due_at_once,
@@ -132,6 +128,12 @@ macro_rules! conformance_tests {
             relay_lanes::due_skips_in_flight_and_limits,
             relay_lanes::latest_retry_supersedes_all_but_newest,
             relay_lanes::fifo_retry_supersedes_nothing,
+            relay_lanes::record_attempt_logs_and_counts,
+            relay_lanes::gone_disables_endpoint_keeps_delivery,
+            relay_lanes::retry_delivery_only_dead_ones,
+            relay_lanes::restart_keeps_endpoints_and_deliveries,
+            relay_lanes::lane_of_one_plan_keeps_order,
+            relay_lanes::latest_new_change_behind_failed_head_supersedes_waiting,
         );
     };
     (@tests $backend:ident, $factory:expr; $($module:ident :: $check:ident),* $(,)?) => {

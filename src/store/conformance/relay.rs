@@ -1,8 +1,8 @@
 //! The relay's verbs: endpoints (`create_endpoint` … `delete_endpoint`,
 //! `sync_config_endpoints`), the fan-out of an applied event into
-//! deliveries, `record_attempt`, `retry_delivery`, `replay`, the delivery
-//! reads, a restart and `relay_changed`. Lanes (per-payment order, `due_deliveries`,
-//! `ordering = "latest"`) are in [`super::relay_lanes`].
+//! deliveries, `replay`, the delivery reads and `relay_changed`. Lanes
+//! (per-payment order, `due_deliveries`, `ordering = "latest"`),
+//! `record_attempt`, `retry_delivery` and a restart are in [`super::relay_lanes`].
 
 use super::*;
 
@@ -89,14 +89,14 @@ pub(super) async fn record(s: &dyn Store, r: AttemptResult) {
 }
 
 /// Deliveries matching `f` with a limit of 100, newest first.
-async fn listed(s: &dyn Store, mut f: DeliveryFilter) -> Vec<DeliveryRecord> {
+pub(super) async fn listed(s: &dyn Store, mut f: DeliveryFilter) -> Vec<DeliveryRecord> {
     if f.limit == 0 {
         f.limit = 100;
     }
     s.deliveries(f).await.expect("deliveries")
 }
 
-fn of(merchant: &str) -> DeliveryFilter {
+pub(super) fn of(merchant: &str) -> DeliveryFilter {
     DeliveryFilter {
         merchant_id: Some(merchant.into()),
         ..Default::default()
@@ -375,137 +375,7 @@ pub(super) async fn fan_out_to_disabled_endpoint_is_pending(b: Backend) {
     assert_eq!(dlv_ids(&listed(&*s, of("m1")).await), [dlv(&ev, "ep")]);
 }
 
-// ---- attempts ----
-
-/// Attempts are logged in order; the delivery counts them and keeps the
-/// last status and error; once it ended, an attempt changes nothing.
-pub(super) async fn record_attempt_logs_and_counts(b: Backend) {
-    let s = b.open().await;
-    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
-    let ev = emit(
-        &*s,
-        &PaymentKey::new("m1", "pay_1"),
-        0,
-        Status::Succeeded,
-        NOW + 10,
-    )
-    .await;
-    let id = dlv(&ev, "ep");
-    let tries = [
-        attempt(&id, NOW + 20, 500, AttemptOutcome::Retry { at: NOW + 30 }),
-        attempt(&id, NOW + 30, 503, AttemptOutcome::Retry { at: NOW + 40 }),
-    ];
-    for t in &tries {
-        record(&*s, t.clone()).await;
-    }
-    let (d, log) = s.delivery(&id).await.unwrap().expect("delivery");
-    assert_eq!(log, [tries[0].attempt.clone(), tries[1].attempt.clone()]);
-    assert_eq!((d.attempts, d.state), (2, DeliveryState::Pending));
-    assert_eq!(d.last_status, Some(503));
-    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
-    assert_eq!(d.next_attempt_at, Some(NOW + 40));
-
-    let ok = attempt(&id, NOW + 40, 200, AttemptOutcome::Succeeded);
-    record(&*s, ok.clone()).await;
-    let (d, log) = s.delivery(&id).await.unwrap().expect("delivery");
-    assert_eq!((d.attempts, d.state), (3, DeliveryState::Succeeded));
-    assert_eq!((d.last_status, d.last_error.clone()), (Some(200), None));
-    assert_eq!(d.next_attempt_at, None);
-    assert_eq!(log.last(), Some(&ok.attempt));
-
-    record(&*s, attempt(&id, NOW + 50, 500, AttemptOutcome::Dead)).await;
-    let (again, log2) = s.delivery(&id).await.unwrap().expect("delivery");
-    assert_eq!((again, log2), (d, log));
-    assert_eq!(due(&*s, "m1", "ep", NOW + 1_000).await, (vec![], None));
-}
-
-/// A 410 disables the endpoint; the delivery stays pending and due, to go
-/// out once the endpoint is enabled again.
-pub(super) async fn gone_disables_endpoint_keeps_delivery(b: Backend) {
-    let s = b.open().await;
-    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
-    let ev = emit(
-        &*s,
-        &PaymentKey::new("m1", "pay_1"),
-        0,
-        Status::Succeeded,
-        NOW + 10,
-    )
-    .await;
-    let id = dlv(&ev, "ep");
-    record(&*s, attempt(&id, NOW + 20, 410, AttemptOutcome::Gone)).await;
-
-    let ep = s.endpoint("m1", "ep").await.unwrap().expect("endpoint");
-    assert!(ep.disabled);
-    assert!(ep.disabled_reason.is_some());
-    let d = get(&*s, &id).await;
-    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1));
-    assert_eq!(d.last_status, Some(410));
-    assert_eq!(due(&*s, "m1", "ep", NOW + 20).await.0, [id]);
-}
-
-// ---- manual retries and replays ----
-
-/// Only a dead delivery of the merchant is retried: back to pending, due,
-/// on a fresh run of the schedule.
-pub(super) async fn retry_delivery_only_dead_ones(b: Backend) {
-    let s = b.open().await;
-    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
-    let e1 = emit(
-        &*s,
-        &PaymentKey::new("m1", "pay_1"),
-        0,
-        Status::Succeeded,
-        NOW + 10,
-    )
-    .await;
-    let e2 = emit(
-        &*s,
-        &PaymentKey::new("m1", "pay_2"),
-        0,
-        Status::Succeeded,
-        NOW + 11,
-    )
-    .await;
-    let e3 = emit(
-        &*s,
-        &PaymentKey::new("m1", "pay_3"),
-        0,
-        Status::Succeeded,
-        NOW + 12,
-    )
-    .await;
-    let (pending, ok, dead) = (dlv(&e1, "ep"), dlv(&e2, "ep"), dlv(&e3, "ep"));
-    record(&*s, attempt(&ok, NOW + 20, 200, AttemptOutcome::Succeeded)).await;
-    record(&*s, attempt(&dead, NOW + 20, 500, AttemptOutcome::Dead)).await;
-
-    let unknown = delivery_id(&e1.event_id, "m1", "nope", 0, e1.created_at);
-    for id in ["dlv_bogus", unknown.as_str()] {
-        let r = s.retry_delivery(None, id, NOW + 30).await.unwrap();
-        assert_eq!(r, Retried::NotFound);
-    }
-    let r = s.retry_delivery(Some("m2"), &dead, NOW + 30).await.unwrap();
-    assert_eq!(r, Retried::NotFound);
-    let r = s
-        .retry_delivery(Some("m1"), &pending, NOW + 30)
-        .await
-        .unwrap();
-    assert_eq!(r, Retried::NotDead(DeliveryState::Pending));
-    let r = s.retry_delivery(None, &ok, NOW + 30).await.unwrap();
-    assert_eq!(r, Retried::NotDead(DeliveryState::Succeeded));
-    assert_eq!(get(&*s, &dead).await.state, DeliveryState::Dead);
-
-    let Retried::Queued(q) = s.retry_delivery(Some("m1"), &dead, NOW + 30).await.unwrap() else {
-        panic!("a dead delivery is retried");
-    };
-    assert_eq!(q.id, dead);
-    assert_eq!(q.state, DeliveryState::Pending);
-    assert_eq!((q.attempts, q.retry_from), (1, 1));
-    assert_eq!(q.next_attempt_at, Some(NOW + 30));
-    assert_eq!(get(&*s, &dead).await, *q);
-    let (due_now, _) = due(&*s, "m1", "ep", NOW + 30).await;
-    assert_eq!(due_now, [pending, dead]);
-}
+// ---- replays ----
 
 /// A replay delivers the matching events created in `[since, until]`
 /// again, as new deliveries with the original event ids, in feed order.
@@ -662,31 +532,6 @@ pub(super) async fn deliveries_filters_newest_first(b: Backend) {
         ..of("m2")
     };
     assert_eq!(dlv_ids(&listed(&*s, other).await), [dlv(&e9, "a")]);
-}
-
-/// Endpoints and pending deliveries survive a restart; the lane's head is
-/// due after it, and its order holds.
-pub(super) async fn restart_keeps_endpoints_and_deliveries(b: Backend) {
-    let s = b.open().await;
-    let ep = api_ep("m1", "ep", &["*"], NOW);
-    create(&*s, ep.clone()).await;
-    let key = PaymentKey::new("m1", "pay_1");
-    let e1 = emit(&*s, &key, 0, Status::Authorized, NOW + 10).await;
-    let e2 = emit(&*s, &key, 1, Status::Succeeded, NOW + 20).await;
-    let before = listed(&*s, of("m1")).await;
-    s.close();
-    drop(s);
-
-    let s = b.open().await;
-    assert_eq!(s.endpoints(None).await.unwrap(), [ep]);
-    assert_eq!(listed(&*s, of("m1")).await, before);
-    let (d1, d2) = (dlv(&e1, "ep"), dlv(&e2, "ep"));
-    assert_eq!(
-        due(&*s, "m1", "ep", NOW + 100).await,
-        (vec![d1.clone()], None)
-    );
-    record(&*s, attempt(&d1, NOW + 100, 200, AttemptOutcome::Succeeded)).await;
-    assert_eq!(due(&*s, "m1", "ep", NOW + 100).await.0, [d2]);
 }
 
 /// The dispatcher's wake-up moves after an endpoint write and after an

@@ -1,8 +1,9 @@
 //! Lanes: a payment's deliveries to one endpoint go out one at a time, in
 //! order (`due_deliveries`, `record_attempt`), and `ordering = "latest"`
-//! supersedes the changes waiting behind a failing one.
+//! supersedes the changes waiting behind a failing one; what an attempt
+//! records (its log, a 410), `retry_delivery`, and lanes across a restart.
 
-use super::relay::{api_ep, attempt, create, dlv, due, emit, get, record};
+use super::relay::{api_ep, attempt, create, dlv, due, emit, get, listed, of, record};
 use super::*;
 
 /// Endpoint `m1`/`ep` (`*`, with `ordering`) and `n` changes of `pay_1`,
@@ -197,4 +198,213 @@ pub(super) async fn fifo_retry_supersedes_nothing(b: Backend) {
     assert_eq!(due(&*s, "m1", "ep", at).await, (vec![ids[0].clone()], None));
     record(&*s, attempt(&ids[0], at, 200, AttemptOutcome::Succeeded)).await;
     assert_eq!(due(&*s, "m1", "ep", at).await, (vec![ids[1].clone()], None));
+}
+
+// ---- attempts ----
+
+/// Attempts are logged in order; the delivery counts them and keeps the
+/// last status and error; once it ended, an attempt changes nothing.
+pub(super) async fn record_attempt_logs_and_counts(b: Backend) {
+    let s = b.open().await;
+    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
+    let ev = emit(
+        &*s,
+        &PaymentKey::new("m1", "pay_1"),
+        0,
+        Status::Succeeded,
+        NOW + 10,
+    )
+    .await;
+    let id = dlv(&ev, "ep");
+    let tries = [
+        attempt(&id, NOW + 20, 500, AttemptOutcome::Retry { at: NOW + 30 }),
+        attempt(&id, NOW + 30, 503, AttemptOutcome::Retry { at: NOW + 40 }),
+    ];
+    for t in &tries {
+        record(&*s, t.clone()).await;
+    }
+    let (d, log) = s.delivery(&id).await.unwrap().expect("delivery");
+    assert_eq!(log, [tries[0].attempt.clone(), tries[1].attempt.clone()]);
+    assert_eq!((d.attempts, d.state), (2, DeliveryState::Pending));
+    assert_eq!(d.last_status, Some(503));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(d.next_attempt_at, Some(NOW + 40));
+
+    let ok = attempt(&id, NOW + 40, 200, AttemptOutcome::Succeeded);
+    record(&*s, ok.clone()).await;
+    let (d, log) = s.delivery(&id).await.unwrap().expect("delivery");
+    assert_eq!((d.attempts, d.state), (3, DeliveryState::Succeeded));
+    assert_eq!((d.last_status, d.last_error.clone()), (Some(200), None));
+    assert_eq!(d.next_attempt_at, None);
+    assert_eq!(log.last(), Some(&ok.attempt));
+
+    record(&*s, attempt(&id, NOW + 50, 500, AttemptOutcome::Dead)).await;
+    let (again, log2) = s.delivery(&id).await.unwrap().expect("delivery");
+    assert_eq!((again, log2), (d, log));
+    assert_eq!(due(&*s, "m1", "ep", NOW + 1_000).await, (vec![], None));
+}
+
+/// A 410 disables the endpoint; the delivery stays pending and due, to go
+/// out once the endpoint is enabled again.
+pub(super) async fn gone_disables_endpoint_keeps_delivery(b: Backend) {
+    let s = b.open().await;
+    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
+    let ev = emit(
+        &*s,
+        &PaymentKey::new("m1", "pay_1"),
+        0,
+        Status::Succeeded,
+        NOW + 10,
+    )
+    .await;
+    let id = dlv(&ev, "ep");
+    record(&*s, attempt(&id, NOW + 20, 410, AttemptOutcome::Gone)).await;
+
+    let ep = s.endpoint("m1", "ep").await.unwrap().expect("endpoint");
+    assert!(ep.disabled);
+    assert!(ep.disabled_reason.is_some());
+    let d = get(&*s, &id).await;
+    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1));
+    assert_eq!(d.last_status, Some(410));
+    assert_eq!(due(&*s, "m1", "ep", NOW + 20).await.0, [id]);
+}
+
+// ---- manual retries ----
+
+/// Only a dead delivery of the merchant is retried: back to pending, due,
+/// on a fresh run of the schedule.
+pub(super) async fn retry_delivery_only_dead_ones(b: Backend) {
+    let s = b.open().await;
+    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
+    let e1 = emit(
+        &*s,
+        &PaymentKey::new("m1", "pay_1"),
+        0,
+        Status::Succeeded,
+        NOW + 10,
+    )
+    .await;
+    let e2 = emit(
+        &*s,
+        &PaymentKey::new("m1", "pay_2"),
+        0,
+        Status::Succeeded,
+        NOW + 11,
+    )
+    .await;
+    let e3 = emit(
+        &*s,
+        &PaymentKey::new("m1", "pay_3"),
+        0,
+        Status::Succeeded,
+        NOW + 12,
+    )
+    .await;
+    let (pending, ok, dead) = (dlv(&e1, "ep"), dlv(&e2, "ep"), dlv(&e3, "ep"));
+    record(&*s, attempt(&ok, NOW + 20, 200, AttemptOutcome::Succeeded)).await;
+    record(&*s, attempt(&dead, NOW + 20, 500, AttemptOutcome::Dead)).await;
+
+    let unknown = delivery_id(&e1.event_id, "m1", "nope", 0, e1.created_at);
+    for id in ["dlv_bogus", unknown.as_str()] {
+        let r = s.retry_delivery(None, id, NOW + 30).await.unwrap();
+        assert_eq!(r, Retried::NotFound);
+    }
+    let r = s.retry_delivery(Some("m2"), &dead, NOW + 30).await.unwrap();
+    assert_eq!(r, Retried::NotFound);
+    let r = s
+        .retry_delivery(Some("m1"), &pending, NOW + 30)
+        .await
+        .unwrap();
+    assert_eq!(r, Retried::NotDead(DeliveryState::Pending));
+    let r = s.retry_delivery(None, &ok, NOW + 30).await.unwrap();
+    assert_eq!(r, Retried::NotDead(DeliveryState::Succeeded));
+    assert_eq!(get(&*s, &dead).await.state, DeliveryState::Dead);
+
+    let Retried::Queued(q) = s.retry_delivery(Some("m1"), &dead, NOW + 30).await.unwrap() else {
+        panic!("a dead delivery is retried");
+    };
+    assert_eq!(q.id, dead);
+    assert_eq!(q.state, DeliveryState::Pending);
+    assert_eq!((q.attempts, q.retry_from), (1, 1));
+    assert_eq!(q.next_attempt_at, Some(NOW + 30));
+    assert_eq!(get(&*s, &dead).await, *q);
+    let (due_now, _) = due(&*s, "m1", "ep", NOW + 30).await;
+    assert_eq!(due_now, [pending, dead]);
+}
+
+// ---- restart ----
+
+/// Endpoints and pending deliveries survive a restart; the lane's head is
+/// due after it, and its order holds.
+pub(super) async fn restart_keeps_endpoints_and_deliveries(b: Backend) {
+    let s = b.open().await;
+    let ep = api_ep("m1", "ep", &["*"], NOW);
+    create(&*s, ep.clone()).await;
+    let key = PaymentKey::new("m1", "pay_1");
+    let e1 = emit(&*s, &key, 0, Status::Authorized, NOW + 10).await;
+    let e2 = emit(&*s, &key, 1, Status::Succeeded, NOW + 20).await;
+    let before = listed(&*s, of("m1")).await;
+    s.close();
+    drop(s);
+
+    let s = b.open().await;
+    assert_eq!(s.endpoints(None).await.unwrap(), [ep]);
+    assert_eq!(listed(&*s, of("m1")).await, before);
+    let (d1, d2) = (dlv(&e1, "ep"), dlv(&e2, "ep"));
+    assert_eq!(
+        due(&*s, "m1", "ep", NOW + 100).await,
+        (vec![d1.clone()], None)
+    );
+    record(&*s, attempt(&d1, NOW + 100, 200, AttemptOutcome::Succeeded)).await;
+    assert_eq!(due(&*s, "m1", "ep", NOW + 100).await.0, [d2]);
+}
+
+/// Two changes of one payment in one plan queue in order: one head.
+pub(super) async fn lane_of_one_plan_keeps_order(b: Backend) {
+    let s = b.open().await;
+    create(&*s, api_ep("m1", "ep", &["*"], NOW)).await;
+    let key = PaymentKey::new("m1", "pay_1");
+    let w = accept_one(&*s, "stripe", "evt_1", NOW + 10).await;
+    let c1 = change(&w, 0, &key, 0, Status::Authorized, NOW + 10);
+    let c2 = change(&w, 1, &key, 1, Status::Succeeded, NOW + 10);
+    let ids: Vec<String> = [&c1, &c2]
+        .map(|c| dlv(c.event.as_ref().expect("event"), "ep"))
+        .into();
+    apply_done(&*s, complete(&w, vec![c1, c2], NOW + 10)).await;
+    assert_eq!(
+        due(&*s, "m1", "ep", NOW + 10).await,
+        (vec![ids[0].clone()], None)
+    );
+    assert_eq!(get(&*s, &ids[1]).await.next_attempt_at, None);
+    record(
+        &*s,
+        attempt(&ids[0], NOW + 20, 200, AttemptOutcome::Succeeded),
+    )
+    .await;
+    assert_eq!(due(&*s, "m1", "ep", NOW + 20).await.0, [ids[1].clone()]);
+}
+
+/// `latest`: a change arriving behind a head that failed supersedes the
+/// ones waiting between them; the head keeps its retry.
+pub(super) async fn latest_new_change_behind_failed_head_supersedes_waiting(b: Backend) {
+    let s = b.open().await;
+    let mut ids = lane(&*s, Ordering::Latest, 1).await;
+    let at = NOW + 5_000;
+    record(
+        &*s,
+        attempt(&ids[0], NOW + 15, 500, AttemptOutcome::Retry { at }),
+    )
+    .await;
+    let key = PaymentKey::new("m1", "pay_1");
+    for (base, t) in [(1, NOW + 20), (2, NOW + 30)] {
+        ids.push(dlv(
+            &emit(&*s, &key, base, Status::Authorized, t).await,
+            "ep",
+        ));
+    }
+    assert_eq!(get(&*s, &ids[0]).await.next_attempt_at, Some(at));
+    assert_eq!(get(&*s, &ids[1]).await.state, DeliveryState::Superseded);
+    assert_eq!(get(&*s, &ids[2]).await.state, DeliveryState::Pending);
+    record(&*s, attempt(&ids[0], at, 200, AttemptOutcome::Succeeded)).await;
+    assert_eq!(due(&*s, "m1", "ep", at).await, (vec![ids[2].clone()], None));
 }
