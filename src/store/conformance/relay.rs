@@ -208,7 +208,10 @@ pub(super) async fn endpoint_ids_are_per_merchant(b: Backend) {
     create(&*s, other.clone()).await;
     let third = api_ep("m1", "ep_2", &["*"], NOW + 4);
     create(&*s, third.clone()).await;
-    assert_eq!(s.endpoints(Some("m2")).await.unwrap(), [other.clone()]);
+    assert_eq!(
+        s.endpoints(Some("m2")).await.unwrap(),
+        std::slice::from_ref(&other)
+    );
     assert_eq!(
         s.endpoints(None).await.unwrap(),
         [first.clone(), other, third.clone()]
