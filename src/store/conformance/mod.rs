@@ -24,10 +24,14 @@
 //! | [`apply`] | apply, take_error, reprocess |
 //! | [`reads`] | events, history, payment, register_payment, tasks |
 //! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, purge_expired, [`event_id`] |
+//! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed |
+//! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`, attempt log, 410), delivery, retry_delivery, close + reopen |
 
 mod apply;
 mod ingest;
 mod reads;
+mod relay;
+mod relay_lanes;
 mod upkeep;
 
 use std::future::Future;
@@ -108,6 +112,28 @@ macro_rules! conformance_tests {
             upkeep::purge_drops_ended_tasks_keeps_processing,
             upkeep::purge_drops_expired_events,
             upkeep::purge_drops_expired_quarantine,
+            relay::endpoint_create_get_list_update_delete,
+            relay::endpoint_ids_are_per_merchant,
+            relay::sync_config_adds_updates_removes_keeps_api_and_410,
+            relay::fan_out_one_delivery_per_matching_endpoint,
+            relay::fan_out_to_disabled_endpoint_is_pending,
+            relay::replay_new_deliveries_of_matching_events,
+            relay::deliveries_filters_newest_first,
+            relay::relay_changed_moves_after_writes,
+            relay_lanes::lane_only_head_is_due,
+            relay_lanes::lane_success_makes_next_due_at_once,
+            relay_lanes::lane_dead_makes_next_due_at_once,
+            relay_lanes::lane_retry_blocks_until_its_time,
+            relay_lanes::lanes_of_two_payments_are_independent,
+            relay_lanes::due_skips_in_flight_and_limits,
+            relay_lanes::latest_retry_supersedes_all_but_newest,
+            relay_lanes::fifo_retry_supersedes_nothing,
+            relay_lanes::record_attempt_logs_and_counts,
+            relay_lanes::gone_disables_endpoint_keeps_delivery,
+            relay_lanes::retry_delivery_only_dead_ones,
+            relay_lanes::restart_keeps_endpoints_and_deliveries,
+            relay_lanes::lane_of_one_plan_keeps_order,
+            relay_lanes::latest_new_change_behind_failed_head_supersedes_waiting,
         );
     };
     (@tests $backend:ident, $factory:expr; $($module:ident :: $check:ident),* $(,)?) => {
