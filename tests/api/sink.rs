@@ -341,7 +341,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         // Sends the stop command at once; the returned future only awaits it.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
