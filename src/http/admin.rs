@@ -1,5 +1,5 @@
 //! Operator endpoints: stored requests by state, reprocessing, quarantine,
-//! online backup.
+//! online backup, retention on demand.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -153,5 +153,24 @@ pub async fn backup(
         "records": done.records,
         "bytes": done.bytes,
         "took_ms": done.took_ms,
+    })))
+}
+
+/// `POST /v1/admin/purge`: run retention now (it also runs in the background).
+pub async fn purge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let r = &state.settings.retention;
+    let limits = crate::store::RetentionMs {
+        dedupe_window: r.dedupe_window.as_millis() as i64,
+        events: r.events.as_millis() as i64,
+    };
+    let p = state.store.purge_expired(state.now_ms(), limits).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "dedupe": p.dedupe,
+        "requests": p.requests,
+        "events": p.events,
+        "history": p.history,
+        "deliveries": p.deliveries,
+        "quarantine": p.quarantine,
     })))
 }

@@ -176,6 +176,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(allow("GET")),
     )
     .service(
+        web::resource("/v1/admin/purge")
+            .route(web::post().to(admin::purge))
+            .default_service(allow("POST")),
+    )
+    .service(
         web::resource("/v1/admin/backup")
             .route(web::post().to(admin::backup))
             .default_service(allow("POST")),

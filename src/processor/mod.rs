@@ -128,7 +128,8 @@ pub async fn run(
             continue;
         }
         let oldest = ready.iter().map(|p| p.work.request.received_at).min();
-        if !yield_to_acks(&*store, &*cx.clock, oldest.unwrap_or(0), &shutdown).await {
+        let backlog = sched.len() + ready.len();
+        if !yield_to_acks(&*store, &*cx.clock, backlog, oldest.unwrap_or(0), &shutdown).await {
             break;
         }
         if !apply_ready(&*store, &settings, &*cx.clock, ready, &shutdown).await {
@@ -215,19 +216,25 @@ fn log_done(request_id: Uuid, s: Result<usize, TaskError>) {
 /// How long processing may hold back for acknowledgements (see `yield_to_acks`).
 const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
 
-/// Acks first: while IPN acknowledgements wait for their flush, hold this
-/// job back, until it is `ACKS_FIRST_LIMIT` old. A saturating burst of up to
-/// that long is acknowledged at the rate of ingest alone and applied right
-/// after it; a longer one settles at the rate both share. Processing is
-/// replayable and its lag is seconds; a provider that waits for its ack
-/// retries and adds load. False when shutting down.
+/// Below this many requests waiting to be applied, processing keeps up and
+/// never holds back (steady load is applied, and relayed, at once).
+const HOLD_BACKLOG: usize = 512;
+
+/// Acks first: when processing has fallen behind (at least `HOLD_BACKLOG`
+/// requests waiting: a burst) and IPN acknowledgements wait for their flush,
+/// hold this job back, until it is `ACKS_FIRST_LIMIT` old. A saturating
+/// burst of up to that long is acknowledged at the rate of ingest alone and
+/// applied right after it; a longer one settles at the rate both share.
+/// Processing is replayable and its lag is seconds; a provider that waits
+/// for its ack retries and adds load. False when shutting down.
 async fn yield_to_acks(
     store: &dyn Store,
     clock: &dyn Clock,
+    backlog: usize,
     received_at: i64,
     shutdown: &CancellationToken,
 ) -> bool {
-    while hold_for_acks(store.acks_waiting(), received_at, clock.now_ms()) {
+    while hold_for_acks(store.acks_waiting(), backlog, received_at, clock.now_ms()) {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(2)) => {}
@@ -237,12 +244,24 @@ async fn yield_to_acks(
 }
 
 /// The acks-first rule (pure): hold a job received at `received_at` back now?
-fn hold_for_acks(acks_waiting: bool, received_at: i64, now: i64) -> bool {
+fn hold_for_acks(acks_waiting: bool, backlog: usize, received_at: i64, now: i64) -> bool {
     let age = now.saturating_sub(received_at);
-    acks_waiting && (0..ACKS_FIRST_LIMIT.as_millis() as i64).contains(&age)
+    acks_waiting
+        && backlog >= HOLD_BACKLOG
+        && (0..ACKS_FIRST_LIMIT.as_millis() as i64).contains(&age)
 }
 
 /// Retention loop: purge what is past `retention.*` every few minutes.
+/// How often the janitor runs: a tenth of the shortest retention age,
+/// between 1 s and 5 min.
+pub fn janitor_every(settings: &Settings) -> Duration {
+    let shortest = settings
+        .retention
+        .dedupe_window
+        .min(settings.retention.events);
+    (shortest / 10).clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
 pub async fn janitor(
     store: Arc<dyn Store>,
     settings: Arc<Settings>,
@@ -261,7 +280,7 @@ pub async fn janitor(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = tokio::time::sleep(janitor_every(&settings)) => {}
         }
     }
 }
@@ -275,16 +294,19 @@ mod tests {
         let limit = ACKS_FIRST_LIMIT.as_millis() as i64;
         let t = 1_700_000_000_000;
         // Nobody waiting for an ack: process at once.
-        assert!(!hold_for_acks(false, t, t));
+        assert!(!hold_for_acks(false, HOLD_BACKLOG, t, t));
+        // Processing keeps up (a short backlog): never held, however busy acks are.
+        assert!(!hold_for_acks(true, HOLD_BACKLOG - 1, t, t));
+        assert!(!hold_for_acks(true, 0, t, t));
         // Acks waiting: hold back a young job...
-        assert!(hold_for_acks(true, t, t));
-        assert!(hold_for_acks(true, t, t + limit - 1));
+        assert!(hold_for_acks(true, HOLD_BACKLOG, t, t));
+        assert!(hold_for_acks(true, HOLD_BACKLOG, t, t + limit - 1));
         // ...but never past the limit, so a burst cannot starve processing.
-        assert!(!hold_for_acks(true, t, t + limit));
-        assert!(!hold_for_acks(true, t, t + 10 * limit));
+        assert!(!hold_for_acks(true, HOLD_BACKLOG, t, t + limit));
+        assert!(!hold_for_acks(true, HOLD_BACKLOG, t, t + 10 * limit));
         // A request received long ago (replayed after a restart, reprocessed) is not held.
-        assert!(!hold_for_acks(true, 0, t));
+        assert!(!hold_for_acks(true, HOLD_BACKLOG, 0, t));
         // Nor is one from "the future" (the clock stepped back): no unbounded wait.
-        assert!(!hold_for_acks(true, t + 5, t));
+        assert!(!hold_for_acks(true, HOLD_BACKLOG, t + 5, t));
     }
 }

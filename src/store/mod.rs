@@ -224,6 +224,8 @@ pub struct Purged {
     pub requests: usize,
     pub quarantine: usize,
     pub events: usize,
+    pub history: usize,
+    pub deliveries: usize,
 }
 
 /// Retention limits in milliseconds, for [`Store::purge_expired`].

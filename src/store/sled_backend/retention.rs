@@ -1,6 +1,14 @@
 //! Dropping what retention no longer keeps, without holding up the writer:
-//! the trees are scanned here, and expired keys go to the writer in chunks
-//! as "remove if still this value", so a key an IPN renewed meanwhile stays.
+//! the trees are scanned here (off the hot path, by the janitor), and
+//! expired keys go to the writer in chunks as "remove if still this value",
+//! so a key an IPN renewed (or a delivery that changed) meanwhile stays.
+//!
+//! `retention.dedupe_window` drops dedupe keys; `retention.events` drops
+//! finished raw IPNs with their task records, events, history entries,
+//! quarantine entries, and deliveries that left their lane (succeeded, dead,
+//! superseded) with their attempts. The `deliveries` tree is in time order
+//! (ULIDs of the event's creation), so its scan stops at the first young one.
+//! Unprocessed requests and pending deliveries are never dropped.
 
 use ::sled::IVec;
 
@@ -73,6 +81,38 @@ impl SledStore {
                 keys.push((tree::EVENTS, k.to_vec(), v));
                 p.events += 1;
             }
+            if keys.len() >= CHUNK {
+                self.remove_if(&mut keys).await?;
+            }
+        }
+        self.remove_if(&mut keys).await?;
+        for kv in self.trees.history.iter() {
+            let (k, v) = kv?;
+            let h: HistoryEntry = dec(&v)?;
+            if now - h.received_at >= r.events {
+                keys.push((tree::HISTORY, k.to_vec(), v));
+                p.history += 1;
+            }
+            if keys.len() >= CHUNK {
+                self.remove_if(&mut keys).await?;
+            }
+        }
+        self.remove_if(&mut keys).await?;
+        for kv in self.trees.deliveries.iter() {
+            let (k, v) = kv?;
+            let d: DeliveryRecord = dec(&v)?;
+            if now - d.created_at < r.events {
+                break; // ids are in creation order: the rest is younger
+            }
+            if d.state == DeliveryState::Pending {
+                continue;
+            }
+            for a in self.trees.attempts.scan_prefix(&k) {
+                let (ak, av) = a?;
+                keys.push((tree::ATTEMPTS, ak.to_vec(), av));
+            }
+            keys.push((tree::DELIVERIES, k.to_vec(), v));
+            p.deliveries += 1;
             if keys.len() >= CHUNK {
                 self.remove_if(&mut keys).await?;
             }

@@ -661,4 +661,7 @@ pub(super) mod tree {
     pub const QUARANTINE: usize = super::QUARANTINE;
     pub const EVENTS: usize = super::EVENTS;
     pub const EVENT_IDS: usize = super::EVENT_IDS;
+    pub const HISTORY: usize = super::HISTORY;
+    pub const DELIVERIES: usize = super::DELIVERIES;
+    pub const ATTEMPTS: usize = super::ATTEMPTS;
 }
