@@ -28,6 +28,7 @@ mod relay_limits;
 mod relay_ordering;
 mod relay_ssrf;
 mod relay_tenancy;
+mod retention;
 mod returns;
 mod schemes;
 mod sink;
