@@ -30,6 +30,8 @@ use crate::store::{
 
 /// The longest the loop sleeps without looking at the clock again.
 pub const TICK: Duration = Duration::from_millis(50);
+/// The shortest the loop sleeps when it found due work it had no room for.
+const MIN_WAIT: Duration = Duration::from_millis(5);
 /// How much of a response body an attempt keeps.
 const BODY_KEPT: usize = 1024;
 
@@ -187,8 +189,13 @@ pub async fn run(
                 None
             }
         };
+        // Something due but no room (slots full, rate spent): an ended
+        // attempt or a store change wakes the loop; otherwise look again
+        // after MIN_WAIT, never spinning.
         let wait = next
-            .map(|at| Duration::from_millis((at - clock.now_ms()).clamp(0, 50) as u64))
+            .map(|at| {
+                Duration::from_millis((at - clock.now_ms()).clamp(0, 50) as u64).max(MIN_WAIT)
+            })
             .unwrap_or(TICK)
             .min(TICK);
         tokio::select! {
