@@ -15,6 +15,7 @@ mod helpers;
 mod ingest;
 mod ingress;
 mod methods;
+mod metrics;
 mod newcomer;
 mod ordering;
 mod payments;
