@@ -14,6 +14,7 @@ mod failpoints;
 mod helpers;
 mod ingest;
 mod ingress;
+mod logs;
 mod methods;
 mod metrics;
 mod newcomer;

@@ -54,7 +54,11 @@ async fn metrics_follow_ingress_processing_and_delivery() {
     // A bad signature, and a provider nobody configured.
     let bytes = serde_json::to_vec(&generic("mx_2", "pay_mx", "Failed")).unwrap();
     let bad = app
-        .post_raw("mx_acme", bytes.clone(), &[("x-signature".into(), "00".into())])
+        .post_raw(
+            "mx_acme",
+            bytes.clone(),
+            &[("x-signature".into(), "00".into())],
+        )
         .await;
     assert_eq!(bad.status().as_u16(), 401);
     let unknown = app.post_raw("mx_nobody", bytes, &[]).await;
@@ -62,7 +66,10 @@ async fn metrics_follow_ingress_processing_and_delivery() {
 
     // The change reaches the sink.
     sink.wait_for("/mx", 1, PATIENCE).await;
-    wait_delivery(&app, SHOP_KEY, "", "succeeded", |d| d["state"] == "succeeded").await;
+    wait_delivery(&app, SHOP_KEY, "", "succeeded", |d| {
+        d["state"] == "succeeded"
+    })
+    .await;
 
     let (after, text) = scrape(&app).await;
     let delta = |k: &str| get(&after, k) - get(&before, k);
@@ -91,26 +98,53 @@ async fn metrics_follow_ingress_processing_and_delivery() {
     );
     assert!(get(&after, "ipn_relay_ack_seconds_sum{provider=\"mx_acme\"}") > 0.0);
 
-    assert!(delta("ipn_relay_tasks_total{outcome=\"completed\"}") >= 1.0, "{text}");
-    assert!(delta("ipn_relay_events_total{outcome=\"applied\"}") >= 1.0, "{text}");
-    assert!(delta("ipn_relay_deliveries_total{result=\"succeeded\"}") >= 1.0, "{text}");
+    assert!(
+        delta("ipn_relay_tasks_total{outcome=\"completed\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        delta("ipn_relay_events_total{outcome=\"applied\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        delta("ipn_relay_deliveries_total{result=\"succeeded\"}") >= 1.0,
+        "{text}"
+    );
     assert!(delta("ipn_relay_delivery_seconds_count") >= 1.0, "{text}");
-    assert!(delta("ipn_relay_delivery_attempt_seconds_count") >= 1.0, "{text}");
-    assert!(text.contains("# TYPE ipn_relay_delivery_seconds histogram"), "{text}");
+    assert!(
+        delta("ipn_relay_delivery_attempt_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ipn_relay_delivery_seconds histogram"),
+        "{text}"
+    );
 
     // Gauges are this app's store as of the scrape (only this test scrapes).
     assert_eq!(get(&after, "ipn_relay_inbox_depth"), 0.0, "{text}");
     assert_eq!(get(&after, "ipn_relay_deliveries_pending"), 0.0, "{text}");
     assert_eq!(get(&after, "ipn_relay_deliveries_dead"), 0.0, "{text}");
-    assert_eq!(get(&after, "ipn_relay_endpoints{state=\"enabled\"}"), 1.0, "{text}");
-    assert_eq!(get(&after, "ipn_relay_endpoints{state=\"disabled\"}"), 0.0, "{text}");
+    assert_eq!(
+        get(&after, "ipn_relay_endpoints{state=\"enabled\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(&after, "ipn_relay_endpoints{state=\"disabled\"}"),
+        0.0,
+        "{text}"
+    );
     assert!(get(&after, "ipn_relay_store_bytes") > 0.0, "{text}");
     assert!(get(&after, "ipn_relay_free_bytes") > 0.0, "{text}");
 
     // Endpoints made and disabled through the API move the endpoint gauges.
     let (id, _) = api_endpoint(&app, SHOP_KEY, &sink.url("/mx2")).await;
     let (m, text) = scrape(&app).await;
-    assert_eq!(get(&m, "ipn_relay_endpoints{state=\"enabled\"}"), 2.0, "{text}");
+    assert_eq!(
+        get(&m, "ipn_relay_endpoints{state=\"enabled\"}"),
+        2.0,
+        "{text}"
+    );
     let (code, v) = call(
         &app,
         "PATCH",
@@ -121,8 +155,16 @@ async fn metrics_follow_ingress_processing_and_delivery() {
     .await;
     assert_eq!(code, 200, "{v}");
     let (m, text) = scrape(&app).await;
-    assert_eq!(get(&m, "ipn_relay_endpoints{state=\"enabled\"}"), 1.0, "{text}");
-    assert_eq!(get(&m, "ipn_relay_endpoints{state=\"disabled\"}"), 1.0, "{text}");
+    assert_eq!(
+        get(&m, "ipn_relay_endpoints{state=\"enabled\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(&m, "ipn_relay_endpoints{state=\"disabled\"}"),
+        1.0,
+        "{text}"
+    );
 
     // Unauthenticated like /healthz; other methods are 405.
     let r = app.client.post(app.url("/metrics")).send().await.unwrap();
