@@ -33,6 +33,8 @@
 //! - [`delivery`]: patterns, retry timing, signing (pure), the SSRF guard and
 //!   the dispatcher: applied changes → merchant endpoints.
 //! - [`http`]: thin actix handlers and the one error shape.
+//! - [`metrics`]: the Prometheus recorder and the metric names (`GET /metrics`).
+//! - [`telemetry`]: the log subscriber (pretty or flat JSON).
 //! - [`app`]: builds store + workers + server on a listener (main and tests).
 
 pub mod app;
@@ -43,6 +45,7 @@ pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod processor;
 pub mod returns;
 pub mod samples;

@@ -232,7 +232,8 @@ impl Attempt {
         let at = self.clock.now_ms();
         let started = Instant::now();
         let resp = self.send(at).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let attempt_took = started.elapsed();
+        let latency_ms = attempt_took.as_millis() as u64;
         crash_point("delivery::answered");
         let attempts = self.delivery.attempts - self.delivery.retry_from + 1;
         let jitter = retry::jitter(&mut rand::thread_rng());
@@ -250,7 +251,14 @@ impl Attempt {
                 at: self.clock.now_ms() + after.as_millis() as i64,
             },
         };
+        let result_label = match outcome {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retry { .. } => "failed",
+            AttemptOutcome::Dead => "dead",
+            AttemptOutcome::Gone => "gone",
+        };
         tracing::info!(
+            request_id = %self.delivery.event.request_id,
             delivery_id = %self.delivery.id,
             endpoint_id = %self.endpoint.id,
             payment_id = %self.delivery.payment_id,
@@ -258,6 +266,8 @@ impl Attempt {
             status = ?resp.status,
             error = ?resp.error,
             outcome = ?outcome,
+            result = result_label,
+            latency_ms,
             "delivery attempt"
         );
         let result = AttemptResult {
@@ -271,9 +281,20 @@ impl Attempt {
             },
             outcome,
         };
-        if let Err(e) = self.store.record_attempt(result).await {
+        match self.store.record_attempt(result).await {
+            Ok(()) => {
+                // From the change being applied (its event's creation) to the 2xx.
+                let applied_for = (result_label == "succeeded").then(|| {
+                    Duration::from_millis(
+                        (self.clock.now_ms() - self.delivery.event.created_at).max(0) as u64,
+                    )
+                });
+                crate::metrics::delivery(result_label, attempt_took, applied_for);
+            }
             // Still pending in the store: it goes out again.
-            tracing::error!(error = %e, delivery_id = %self.delivery.id, "could not record an attempt");
+            Err(e) => {
+                tracing::error!(error = %e, delivery_id = %self.delivery.id, "could not record an attempt")
+            }
         }
     }
 

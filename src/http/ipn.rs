@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use governor::clock::Clock;
 use ipnet::IpNet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::limits::whole_seconds;
@@ -38,13 +39,38 @@ const DROPPED_HEADERS: [&str; 11] = [
     "accept-encoding",
 ];
 
+/// The route: [`receive`] in a span naming the provider (and, once
+/// known, the request id), counted in `ipn_relay_ingress_total` and
+/// `ipn_relay_ack_seconds`.
 pub async fn ingest(
     req: HttpRequest,
     path: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let name = path.into_inner();
+    // Names of unknown providers come from the caller: one label for all.
+    let label = match state.settings.provider(&name) {
+        Some(p) => p.id.as_str(),
+        None => "unknown",
+    };
+    let span = tracing::info_span!("ipn", provider = %label, request_id = tracing::field::Empty);
+    let res = receive(req, name, payload, &state).instrument(span).await;
+    match &res {
+        Ok((_, result)) => crate::metrics::ingress(label, result, Some(started.elapsed())),
+        Err(e) => crate::metrics::ingress(label, e.code(), None),
+    }
+    res.map(|(r, _)| r)
+}
+
+/// The checks, the write and the ack; the result label with the ack.
+async fn receive(
+    req: HttpRequest,
+    name: String,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<(HttpResponse, &'static str), ApiError> {
     let provider = state
         .settings
         .provider(&name)
@@ -101,7 +127,7 @@ pub async fn ingest(
             state.sources.charge_failure(ip);
         }
         let reason = e.to_string();
-        log_rejection(&state, &provider.id, peer_s.as_deref(), &reason, now_ms);
+        log_rejection(state, &provider.id, peer_s.as_deref(), &reason, now_ms);
         let rec = QuarantineRecord::new(
             provider.id.clone(),
             now_ms,
@@ -160,19 +186,21 @@ pub async fn ingest(
     let accepted = state.store.accept(ipn, now_ms).await?;
     Ok(match accepted {
         Accepted::New => {
-            tracing::debug!(provider = %provider.id, request_id = %new_id, "IPN accepted");
-            ack(&state, provider, new_id, "processing", None)
+            tracing::Span::current().record("request_id", tracing::field::display(new_id));
+            tracing::info!(provider = %provider.id, request_id = %new_id, "IPN accepted");
+            (ack(state, provider, new_id, "processing", None), "accepted")
         }
         Accepted::Duplicate {
             request_id,
             state: task_state,
         } => {
+            tracing::Span::current().record("request_id", tracing::field::display(request_id));
             tracing::info!(provider = %provider.id, %request_id, "duplicate IPN acknowledged");
             let s = match task_state {
                 Some(TaskState::Processing) => "processing",
                 _ => "completed",
             };
-            ack(&state, provider, request_id, s, Some(200))
+            (ack(state, provider, request_id, s, Some(200)), "duplicate")
         }
     })
 }

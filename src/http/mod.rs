@@ -44,6 +44,8 @@ pub struct AppState {
     pub applied: tokio::sync::watch::Receiver<u64>,
     /// Free space on the store's filesystem vs `storage.min_free_space`.
     pub free_space: crate::store::space::FreeSpace,
+    /// Renders `GET /metrics` (the process's one recorder).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             ),
             settings,
             applied,
+            metrics: crate::metrics::install(),
         }
     }
 
@@ -143,6 +146,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/readyz")
             .route(web::get().to(ops::readyz))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(ops::metrics))
             .default_service(allow("GET")),
     )
     .service(

@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,4 +32,19 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Prometheus text; the gauges are read from the store when scraped.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let stats = match state.store.stats().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the store's counts");
+            return HttpResponse::ServiceUnavailable().body("store unavailable\n");
+        }
+    };
+    let body = crate::metrics::render(&state.metrics, &stats, state.free_space.available());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
 }

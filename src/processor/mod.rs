@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::domain::Candidate;
+use crate::domain::{Candidate, Outcome};
 use crate::store::{Applied, Plan, RawRequest, Store, StoreError, TaskError, Work};
 use plan::{plan_one, Seen};
 use schedule::{Pending, Schedule};
@@ -167,7 +167,11 @@ async fn apply_ready(
             for p in &ready {
                 plans.push(plan_one(store, settings, &mut seen, p, now).await?);
             }
-            let summary: Vec<_> = plans.iter().map(summary).collect();
+            let summary: Vec<_> = plans
+                .iter()
+                .zip(&ready)
+                .map(|(plan, p)| summary(plan, &p.work.request.provider))
+                .collect();
             let results = store.apply(plans).await?;
             Ok::<_, StoreError>((results, summary))
         };
@@ -196,20 +200,51 @@ async fn apply_ready(
     true
 }
 
-/// What a plan did, for its log line.
-fn summary(p: &Plan) -> Result<usize, TaskError> {
-    match p {
-        Plan::Complete { events, .. } => Ok(events.len()),
+/// What a plan did, for its log line and the metrics: the provider and
+/// the (payment, outcome) of each event, or the task's error.
+struct Summary {
+    provider: String,
+    result: Result<Vec<(String, Outcome)>, TaskError>,
+}
+
+fn summary(p: &Plan, provider: &str) -> Summary {
+    let result = match p {
+        Plan::Complete { events, .. } => Ok(events
+            .iter()
+            .map(|e| (e.payment_id.clone(), e.outcome))
+            .collect()),
         Plan::Fail { error, .. } => Err(error.clone()),
+    };
+    Summary {
+        provider: provider.to_string(),
+        result,
     }
 }
 
-fn log_done(request_id: Uuid, s: Result<usize, TaskError>) {
-    match s {
+/// The applied line (one per request) and its counts.
+fn log_done(request_id: Uuid, s: Summary) {
+    match s.result {
         Err(e) => {
-            tracing::warn!(%request_id, code = %e.code, message = %e.message, "IPN task ended in error")
+            crate::metrics::task("error");
+            tracing::warn!(%request_id, provider = %s.provider, code = %e.code, message = %e.message, "IPN task ended in error")
         }
-        Ok(n) => tracing::debug!(%request_id, events = n, "IPN applied"),
+        Ok(events) => {
+            crate::metrics::task("completed");
+            for (_, o) in &events {
+                crate::metrics::event(*o);
+            }
+            let payment_id = events
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let outcomes = events
+                .iter()
+                .map(|(_, o)| crate::metrics::outcome_label(*o))
+                .collect::<Vec<_>>()
+                .join(",");
+            tracing::info!(%request_id, provider = %s.provider, %payment_id, events = events.len(), %outcomes, "IPN applied")
+        }
     }
 }
 

@@ -346,6 +346,10 @@ pub trait Store: Send + Sync {
     /// mostly acknowledgements; the sled backend cannot tell them apart.)
     fn acks_waiting(&self) -> bool;
 
+    /// Counts for the operator's gauges (`GET /metrics`), cheap enough for
+    /// every scrape: kept as writes commit, never by scanning.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
     /// Resolves (with the cause) once the store hit a write error it cannot
     /// recover from in this process; the service then exits non-zero so its
     /// supervisor restarts it (SPEC §8). Never resolves for a healthy store.
@@ -443,6 +447,19 @@ pub trait Store: Send + Sync {
 
     /// Flush everything and stop background threads (shutdown). Idempotent.
     fn close(&self);
+}
+
+/// What [`Store::stats`] counts, as of the last committed write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Accepted requests not applied yet (the inbox).
+    pub inbox_depth: u64,
+    pub deliveries_pending: u64,
+    pub deliveries_dead: u64,
+    pub endpoints_enabled: u64,
+    pub endpoints_disabled: u64,
+    /// What the store takes on disk.
+    pub store_bytes: u64,
 }
 
 /// What [`Store::backup`] copied.

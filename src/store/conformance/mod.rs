@@ -24,7 +24,7 @@
 //! | [`apply`] | apply, take_error, reprocess |
 //! | [`reads`] | events, history, payment, register_payment, tasks |
 //! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, purge_expired, [`event_id`] |
-//! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed |
+//! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed, stats |
 //! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`, attempt log, 410), delivery, retry_delivery, close + reopen |
 
 mod apply;
@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             relay::replay_new_deliveries_of_matching_events,
             relay::deliveries_filters_newest_first,
             relay::relay_changed_moves_after_writes,
+            relay::stats_follow_writes_and_survive_reopen,
             relay_lanes::lane_only_head_is_due,
             relay_lanes::lane_success_makes_next_due_at_once,
             relay_lanes::lane_dead_makes_next_due_at_once,

@@ -44,6 +44,7 @@ mod reads;
 mod relay_ops;
 mod relay_reads;
 mod retention;
+mod stats;
 mod writer;
 
 use std::path::Path;
@@ -226,6 +227,8 @@ pub struct SledStore {
     queue: Arc<queue::WorkQueue>,
     sync: bool,
     relay: tokio::sync::watch::Receiver<u64>,
+    db: ::sled::Db,
+    stats: Arc<stats::Counters>,
 }
 
 /// sled's lock on the data dir is held by another process: say so in one
@@ -265,12 +268,14 @@ impl SledStore {
         let queue = Arc::new(queue::WorkQueue::new());
         let (tx, rx) = mpsc::channel();
         let (relay_tx, relay) = tokio::sync::watch::channel(0u64);
+        let stats = Arc::new(stats::Counters::open(&trees)?);
         let w = writer::Writer::new(
-            db,
+            db.clone(),
             trees.clone(),
             commit.clone(),
             queue.clone(),
             Arc::new(relay_tx),
+            stats.clone(),
         )?;
         let handle = std::thread::Builder::new()
             .name("ipn-relay-writer".into())
@@ -284,6 +289,8 @@ impl SledStore {
             queue,
             sync: opts.sync,
             relay,
+            db,
+            stats,
         })
     }
 
@@ -435,6 +442,10 @@ impl Store for SledStore {
 
     fn acks_waiting(&self) -> bool {
         self.commit.busy()
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(self.stats.snapshot(self.db.size_on_disk()?))
     }
 
     async fn sync_config_endpoints(&self, eps: Vec<EndpointRecord>) -> Result<(), StoreError> {

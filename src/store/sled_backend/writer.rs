@@ -22,7 +22,7 @@ use super::*;
 pub(super) const TREES: usize = 15;
 const REQUESTS: usize = 0;
 const TASKS: usize = 1;
-const INBOX: usize = 2;
+pub(super) const INBOX: usize = 2;
 const DEDUPE: usize = 3;
 const QUARANTINE: usize = 4;
 const PAYMENTS: usize = 5;
@@ -98,6 +98,8 @@ pub(super) struct Writer {
     /// Ids handed out are above this: sled's id counter is not part of a
     /// backup, so a restored store carries its floor in `meta`.
     id_floor: u64,
+    /// The counts behind `Store::stats`, moved after each committed round.
+    stats: Arc<super::stats::Counters>,
 }
 
 pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
@@ -117,6 +119,7 @@ impl Writer {
         commit: Arc<GroupCommit>,
         queue: Arc<WorkQueue>,
         relay: Arc<tokio::sync::watch::Sender<u64>>,
+        stats: Arc<super::stats::Counters>,
     ) -> Result<Writer, StoreError> {
         let quarantine_seq = match t.quarantine.last()? {
             Some((k, _)) => u64_key(&k)? + 1,
@@ -132,6 +135,7 @@ impl Writer {
             endpoints.entry(e.merchant_id.clone()).or_default().push(e);
         }
         Ok(Writer {
+            stats,
             id_floor,
             endpoints,
             relay,
@@ -185,9 +189,11 @@ impl Writer {
         let touched_relay = [ENDPOINTS, DELIVERIES, DUE]
             .iter()
             .any(|&t| !stage.maps[t].is_empty());
+        let counted = super::stats::Delta::of(&stage, &self.all);
         let failed = self.write(&stage).err().map(|e| e.to_string());
         let ticket = match &failed {
             None => {
+                self.stats.add(counted);
                 crash_point("store::committed");
                 self.queue.offer(work);
                 let t = self.commit.ticket(self.feed);
@@ -633,6 +639,11 @@ impl Writer {
 }
 
 impl Stage {
+    /// What the round staged in `tree` (None: removed), in key order.
+    pub(super) fn staged(&self, tree: usize) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
+        self.maps[tree].iter()
+    }
+
     pub(super) fn put(&mut self, tree: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
         let value = value.map(IVec::from);
         let before = self.maps[tree].insert(key.clone(), value);
