@@ -248,7 +248,8 @@ impl Attempt {
             retry::Verdict::Gone => AttemptOutcome::Gone,
             retry::Verdict::Dead => AttemptOutcome::Dead,
             retry::Verdict::Retry { after } => AttemptOutcome::Retry {
-                at: self.clock.now_ms() + after.as_millis() as i64,
+                // From the attempt's start: a pure function of the attempt.
+                at: at + after.as_millis() as i64,
             },
         };
         let result_label = match outcome {
@@ -343,7 +344,7 @@ impl Attempt {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, self.clock.now_ms()));
+            .and_then(|v| retry::parse_retry_after(v, at));
         let mut kept = Vec::new();
         while kept.len() < BODY_KEPT {
             match r.chunk().await {
