@@ -174,7 +174,7 @@ fn pattern() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(cfg(384))]
+    #![proptest_config(cfg(1000))]
 
     #[test]
     fn fuzz_auth_verifies_any_request_without_panicking(
