@@ -39,7 +39,7 @@ const PAYMENTS: usize = 4;
 
 /// BASE with `[delivery]` for a loopback sink and one config endpoint of
 /// shop-1 (acme's merchant) at `sink_url`.
-fn write_config(dir: &Path, sink_url: &str, shutdown: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, sink_url: &str, shutdown: &str) -> PathBuf {
     let endpoint = format!(
         "\n[[merchants.endpoints]]\nid = \"ep_sink\"\nurl = \"{sink_url}\"\nsecret = \"{SECRET_1}\"\n\n[[merchants]]\nid = \"shop-2\""
     );
@@ -67,7 +67,7 @@ fn known_set() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -104,7 +104,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 }
 
 /// provider event ids (`data.provider_event_id`) the sink has received.
-fn received_events(sink: &Sink) -> HashSet<String> {
+pub(crate) fn received_events(sink: &Sink) -> HashSet<String> {
     sink.received("/hook")
         .iter()
         .filter_map(|r| {
@@ -234,7 +234,7 @@ async fn restart_and_check(
 
 /// Until every IPN's event is in the feed and no delivery is pending;
 /// returns the feed by event id. Every delivery must have succeeded.
-async fn wait_all_delivered(
+pub(crate) async fn wait_all_delivered(
     ctx: &str,
     client: &reqwest::Client,
     base: &str,
