@@ -16,6 +16,7 @@ mod ingest;
 mod ingress;
 mod methods;
 mod newcomer;
+mod openapi;
 mod ordering;
 mod payments;
 mod presets;
