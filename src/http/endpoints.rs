@@ -31,6 +31,7 @@ pub struct Scope {
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// Vetted by the SSRF guard.
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
     /// 1-50 patterns (`*`, `payment.*`, `payment.succeeded`); default `["payment.*"]`.
     events: Option<Vec<String>>,
@@ -165,7 +166,13 @@ fn writable(e: &EndpointRecord) -> Result<(), ApiError> {
     request_body = CreateBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created (with `secret`)", body = super::openapi::Endpoint),
+        (status = 201, description = "Created (with `secret`)", body = super::openapi::Endpoint, links(
+            ("get_endpoint" = (operation_id = "get_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("patch_endpoint" = (operation_id = "patch_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("delete_endpoint" = (operation_id = "delete_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("rotate_endpoint_secret" = (operation_id = "rotate_endpoint_secret", parameters(("id" = "$response.body#/id")))),
+            ("replay_endpoint" = (operation_id = "replay_endpoint", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),

@@ -484,10 +484,39 @@ pub struct ApiDoc;
 pub fn document() -> &'static str {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        fix_links(&mut doc);
+        serde_json::to_string_pretty(&doc).expect("the document serializes")
     })
+}
+
+/// utoipa 5.5 writes a response link's fields in snake case
+/// (`operation_id`); OpenAPI spells them `operationId`, `operationRef`,
+/// `requestBody`.
+fn fix_links(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(Value::as_object_mut))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|r| r.get_mut("links").and_then(Value::as_object_mut))
+        .flat_map(|links| links.values_mut())
+        .filter_map(Value::as_object_mut);
+    for link in links {
+        for (from, to) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(v) = link.remove(from) {
+                link.insert(to.to_string(), v);
+            }
+        }
+    }
 }
 
 /// This document.

@@ -29,7 +29,7 @@ pub struct Scope {
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     /// 1-200 characters, no control characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, example = "order-1001")]
     payment_id: String,
     /// Its origin must be in the merchant's `allowed_return_origins`.
     merchant_site_url: Option<String>,
@@ -55,7 +55,11 @@ fn check_payment_id(id: &str) -> Result<(), ApiError> {
     request_body = RegisterBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Registered", body = super::openapi::Payment),
+        (status = 201, description = "Registered", body = super::openapi::Payment, links(
+            ("get_payment" = (operation_id = "get_payment", parameters(("payment_id" = "$response.body#/payment_id")))),
+            ("short_return_get" = (operation_id = "short_return_get", parameters(("payment_id" = "$response.body#/payment_id")))),
+            ("merchant_return_get" = (operation_id = "merchant_return_get", parameters(("merchant_id" = "$response.body#/merchant_id"), ("payment_id" = "$response.body#/payment_id")))),
+        )),
         (status = 200, description = "Already known from an IPN; now registered too", body = super::openapi::Payment),
         (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),

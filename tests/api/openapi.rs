@@ -135,6 +135,22 @@ async fn every_operation_has_a_unique_id_and_documents_its_errors() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every response link names an operation that exists.
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let Some(responses) = op.get("responses").and_then(Value::as_object) else {
+                continue;
+            };
+            for link in responses
+                .values()
+                .filter_map(|r| r.get("links").and_then(Value::as_object))
+                .flat_map(|l| l.values())
+            {
+                let target = link["operationId"].as_str().expect("operationId");
+                assert!(ids.contains(target), "a link to {target}");
+            }
+        }
+    }
 }
 
 fn fill(template: &str) -> String {
