@@ -11,13 +11,29 @@ use super::caller::require_admin;
 use super::{ApiError, AppState};
 use crate::store::{Reprocess, TaskState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
+    /// `error`, `processing` or `completed`.
     state: Option<String>,
     provider: Option<String>,
+    /// 1 to 1000 (clamped), default 100.
     limit: Option<usize>,
 }
 
+/// Stored requests, newest first, by state and provider.
+#[utoipa::path(
+    get, path = "/v1/admin/requests", tag = "admin",
+    params(RequestsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stored requests", body = super::openapi::StoredRequestList),
+        (status = 400, description = "Invalid query (e.g. an unknown state)", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "A merchant key (the admin API is invisible to merchants)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn requests(
     req: HttpRequest,
     q: web::Query<RequestsQuery>,
@@ -57,6 +73,19 @@ pub async fn requests(
     Ok(HttpResponse::Ok().json(json!({ "data": items })))
 }
 
+/// Queue a request in error for processing again.
+#[utoipa::path(
+    post, path = "/v1/admin/requests/{request_id}/reprocess", tag = "admin",
+    params(("request_id" = String, Path, description = "A stored request's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued; a new task under the same id", body = super::openapi::Ack),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No stored request with that id (or a merchant key)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The request is not in error", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn reprocess(
     req: HttpRequest,
     path: web::Path<String>,
@@ -82,11 +111,26 @@ pub async fn reprocess(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QuarantineQuery {
+    /// 1 to 1000 (clamped), default 100.
     limit: Option<usize>,
 }
 
+/// The newest requests that failed authentication.
+#[utoipa::path(
+    get, path = "/v1/admin/quarantine", tag = "admin",
+    params(QuarantineQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Quarantined requests", body = super::openapi::QuarantineList),
+        (status = 400, description = "Invalid query", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "A merchant key (the admin API is invisible to merchants)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn quarantine(
     req: HttpRequest,
     q: web::Query<QuarantineQuery>,
@@ -114,12 +158,27 @@ pub async fn quarantine(
     Ok(HttpResponse::Ok().json(json!({ "data": items })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupBody {
+    /// An absolute directory on the service's machine, missing or empty.
     to: String,
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/backup", tag = "admin",
+    request_body = BackupBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Backup written", body = super::openapi::BackupDone),
+        (status = 400, description = "Invalid body", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "A merchant key (the admin API is invisible to merchants)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The target exists and is not empty", body = super::openapi::ErrorBody),
+        (status = 422, description = "`to` is not an absolute path", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 /// `POST /v1/admin/backup {"to": "/abs/dir"}`: a consistent copy of the
 /// store, written by the service itself (it holds the store's lock).
 pub async fn backup(
@@ -156,6 +215,16 @@ pub async fn backup(
     })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/purge", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Records removed", body = super::openapi::Purged),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "A merchant key (the admin API is invisible to merchants)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 /// `POST /v1/admin/purge`: run retention now (it also runs in the background).
 pub async fn purge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;

@@ -14,18 +14,25 @@ use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState,
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Admin tokens: only this merchant's (default: every merchant's).
     merchant_id: Option<String>,
     endpoint_id: Option<String>,
+    /// `pending`, `succeeded`, `dead` or `superseded`.
     state: Option<String>,
     payment_id: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Scope {
+    /// Admin tokens: only if it is this merchant's.
     merchant_id: Option<String>,
 }
 
@@ -75,6 +82,19 @@ fn attempt_view(a: &AttemptRecord) -> Value {
     })
 }
 
+/// Deliveries, newest first; an admin token sees every merchant's.
+#[utoipa::path(
+    get, path = "/v1/deliveries", tag = "deliveries", operation_id = "list_deliveries",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deliveries", body = super::openapi::DeliveryList),
+        (status = 400, description = "Invalid query, state or limit", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn list(
     req: HttpRequest,
     q: web::Query<ListQuery>,
@@ -104,6 +124,19 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
 }
 
+/// A delivery with its attempts.
+#[utoipa::path(
+    get, path = "/v1/deliveries/{id}", tag = "deliveries", operation_id = "get_delivery",
+    params(("id" = String, Path), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The delivery (with `attempt_log`)", body = super::openapi::Delivery),
+        (status = 400, description = "Invalid query", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such delivery of the caller's (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -121,6 +154,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// Retry a dead delivery (a fresh run of the retry schedule).
+#[utoipa::path(
+    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", operation_id = "retry_delivery",
+    params(("id" = String, Path), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued", body = super::openapi::Delivery),
+        (status = 400, description = "Invalid query", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such delivery of the caller's (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The delivery is not dead", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn retry(
     req: HttpRequest,
     path: web::Path<String>,

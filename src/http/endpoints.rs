@@ -20,36 +20,46 @@ const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 500;
 const MAX_PATTERNS: usize = 50;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Scope {
+    /// Admin tokens only: the merchant to act for.
     merchant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// Vetted by the SSRF guard.
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
+    /// 1-50 patterns (`*`, `payment.*`, `payment.succeeded`); default `["payment.*"]`.
     events: Option<Vec<String>>,
+    /// At most 500 characters.
     description: Option<String>,
+    /// `fifo` (default) or `latest`.
     ordering: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     url: Option<String>,
     events: Option<Vec<String>>,
     /// null clears it.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     description: Option<Value>,
     ordering: Option<String>,
     disabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
+    /// RFC 3339.
     since: String,
+    /// RFC 3339; default: now.
     until: Option<String>,
 }
 
@@ -149,6 +159,28 @@ fn writable(e: &EndpointRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Create a webhook endpoint; its secret is shown here and on rotate only.
+#[utoipa::path(
+    post, path = "/v1/endpoints", tag = "endpoints", operation_id = "create_endpoint",
+    params(Scope),
+    request_body = CreateBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created (with `secret`)", body = super::openapi::Endpoint, links(
+            ("get_endpoint" = (operation_id = "get_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("patch_endpoint" = (operation_id = "patch_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("delete_endpoint" = (operation_id = "delete_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("rotate_endpoint_secret" = (operation_id = "rotate_endpoint_secret", parameters(("id" = "$response.body#/id")))),
+            ("replay_endpoint" = (operation_id = "replay_endpoint", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 422, description = "Invalid url (SSRF guard), events, description or ordering", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     scope: web::Query<Scope>,
@@ -193,6 +225,19 @@ pub async fn create(
     Ok(HttpResponse::Created().json(v))
 }
 
+/// The caller's endpoints, config-file ones included.
+#[utoipa::path(
+    get, path = "/v1/endpoints", tag = "endpoints", operation_id = "list_endpoints",
+    params(Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Endpoints", body = super::openapi::EndpointList),
+        (status = 400, description = "Invalid query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn list(
     req: HttpRequest,
     scope: web::Query<Scope>,
@@ -204,6 +249,18 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/endpoints/{id}", tag = "endpoints", operation_id = "get_endpoint",
+    params(("id" = String, Path, description = "`ep_…`"), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The endpoint", body = super::openapi::Endpoint),
+        (status = 400, description = "Invalid query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -215,6 +272,23 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&ep)))
 }
 
+/// Change an API endpoint; `description: null` clears it.
+#[utoipa::path(
+    patch, path = "/v1/endpoints/{id}", tag = "endpoints", operation_id = "patch_endpoint",
+    params(("id" = String, Path, description = "`ep_…`"), Scope),
+    request_body = PatchBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The endpoint after the change", body = super::openapi::Endpoint),
+        (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 409, description = "A config-file endpoint (read-only here)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 422, description = "Invalid url (SSRF guard), events, description or ordering", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
@@ -263,6 +337,19 @@ pub async fn patch(
     Ok(HttpResponse::Ok().json(view(&ep)))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/endpoints/{id}", tag = "endpoints", operation_id = "delete_endpoint",
+    params(("id" = String, Path, description = "`ep_…`"), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 409, description = "A config-file endpoint (read-only here)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
@@ -280,6 +367,20 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A new secret; the old one keeps signing for 24 h.
+#[utoipa::path(
+    post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", operation_id = "rotate_endpoint_secret",
+    params(("id" = String, Path, description = "`ep_…`"), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new secret", body = super::openapi::Secret),
+        (status = 400, description = "Invalid query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 409, description = "A config-file endpoint (read-only here)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn rotate(
     req: HttpRequest,
     path: web::Path<String>,
@@ -318,6 +419,22 @@ fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
         .map_err(|e| ApiError::Unprocessable(format!("{field}: {s:?} is not RFC 3339 ({e})")))
 }
 
+/// Re-enqueue the merchant's events of a time range to this endpoint.
+#[utoipa::path(
+    post, path = "/v1/endpoints/{id}/replay", tag = "endpoints", operation_id = "replay_endpoint",
+    params(("id" = String, Path, description = "`ep_…`"), Scope),
+    request_body = ReplayBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Deliveries enqueued", body = super::openapi::Replayed),
+        (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 422, description = "since/until not RFC 3339, or until before since", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn replay(
     req: HttpRequest,
     path: web::Path<String>,

@@ -39,9 +39,51 @@ const DROPPED_HEADERS: [&str; 11] = [
     "accept-encoding",
 ];
 
-/// The route: [`receive`] in a span naming the provider (and, once
-/// known, the request id), counted in `ipn_relay_ingress_total` and
-/// `ipn_relay_ack_seconds`.
+/// Receive an IPN: authenticate the raw body, store it durably, acknowledge
+/// ([`receive`] in a span naming the provider and, once known, the request
+/// id; counted in `ipn_relay_ingress_total` and `ipn_relay_ack_seconds`).
+///
+/// The body is the provider's own (JSON, form or other). How it is
+/// authenticated depends on the provider's `auth.scheme`, with its own
+/// headers: `hmac` (a configured header), `stripe` (`Stripe-Signature`),
+/// `standard-webhooks` (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature`), `basic` (`Authorization: Basic`), `rsa-sha256`
+/// (`Content-Signature`), `adyen-hmac` (in the body), `paymentsos`
+/// (`signature`, `event-type`), `none` (address allow-list only). A provider
+/// with a fixed `ack` answers its configured status and body instead of the
+/// JSON acknowledgement.
+#[utoipa::path(
+    post, path = "/v1/ipn/{provider}", tag = "provider",
+    params(
+        ("provider" = String, Path, description = "A configured provider id"),
+        ("Stripe-Signature" = Option<String>, Header, description = "`stripe`: `t=…,v1=…`"),
+        ("webhook-id" = Option<String>, Header, description = "`standard-webhooks`"),
+        ("webhook-timestamp" = Option<String>, Header, description = "`standard-webhooks`"),
+        ("webhook-signature" = Option<String>, Header, description = "`standard-webhooks`: `v1,<base64> …`"),
+        ("Content-Signature" = Option<String>, Header, description = "`rsa-sha256`: base64 RSA-SHA256 of the body"),
+        ("signature" = Option<String>, Header, description = "`paymentsos`: `sig1=<hex>`"),
+        ("event-type" = Option<String>, Header, description = "`paymentsos`"),
+        ("X-Forwarded-For" = Option<String>, Header, description = "Read only when the peer is in `ingress.trusted_proxies`"),
+    ),
+    request_body(
+        description = "The provider's raw notification (any content type; these two are the common ones)",
+        content((Object = "application/json"), (Object = "application/x-www-form-urlencoded")),
+    ),
+    responses(
+        (status = 202, description = "Accepted: a new task", body = super::openapi::Ack,
+            headers(("x-request-id" = String, description = "The request_id"))),
+        (status = 200, description = "A duplicate: the original request_id and its task's status", body = super::openapi::Ack,
+            headers(("x-request-id" = String, description = "The request_id"))),
+        (status = 400, description = "The body could not be read", body = super::openapi::ErrorBody),
+        (status = 401, description = "Authentication failed (quarantined)", body = super::openapi::ErrorBody),
+        (status = 403, description = "The source address is not in the provider's `allowed_ips`", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such provider", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over a rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds"))),
+        (status = 503, description = "Storage unavailable or disk nearly full; retry", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn ingest(
     req: HttpRequest,
     path: web::Path<String>,

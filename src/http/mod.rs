@@ -8,6 +8,7 @@ mod endpoints;
 pub mod error;
 mod ipn;
 pub mod limits;
+pub mod openapi;
 mod ops;
 mod payments;
 mod returns;
@@ -151,6 +152,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/metrics")
             .route(web::get().to(ops::metrics))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(openapi::openapi_json))
             .default_service(allow("GET")),
     )
     .service(

@@ -8,12 +8,23 @@ use serde_json::json;
 
 use super::AppState;
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "The process is up", body = super::openapi::Health))
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready = free space is above `storage.min_free_space`, the store takes a
 /// durable write and the background workers run.
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = super::openapi::Readiness),
+        (status = 503, description = "Not ready (which check failed is in the body)", body = super::openapi::Readiness),
+    )
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let now = state.now_ms();
     // No probe write when space is short: it is not ready either way.
@@ -35,6 +46,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text; the gauges are read from the store when scraped.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 503, description = "The store cannot answer", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let stats = match state.store.stats().await {
         Ok(s) => s,

@@ -18,17 +18,24 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Scope {
+    /// Admin tokens only: the merchant to act for.
     merchant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    /// 1-200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "order-1001")]
     payment_id: String,
+    /// Its origin must be in the merchant's `allowed_return_origins`.
     merchant_site_url: Option<String>,
+    /// Must report for this merchant.
     provider: Option<String>,
+    /// Any JSON, kept and shown as given.
     metadata: Option<Value>,
 }
 
@@ -41,6 +48,28 @@ fn check_payment_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Register a payment of the caller's merchant before the 3DS redirect.
+#[utoipa::path(
+    post, path = "/v1/payments", tag = "payments", operation_id = "register_payment",
+    params(Scope),
+    request_body = RegisterBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered", body = super::openapi::Payment, links(
+            ("get_payment" = (operation_id = "get_payment", parameters(("payment_id" = "$response.body#/payment_id")))),
+            ("short_return_get" = (operation_id = "short_return_get", parameters(("payment_id" = "$response.body#/payment_id")))),
+            ("merchant_return_get" = (operation_id = "merchant_return_get", parameters(("merchant_id" = "$response.body#/merchant_id"), ("payment_id" = "$response.body#/payment_id")))),
+        )),
+        (status = 200, description = "Already known from an IPN; now registered too", body = super::openapi::Payment),
+        (status = 400, description = "Invalid body or query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),
+        (status = 409, description = "This payment_id is already registered", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 422, description = "Invalid payment_id, merchant_site_url or provider", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn register(
     req: HttpRequest,
     scope: web::Query<Scope>,
@@ -120,6 +149,19 @@ fn view(rec: &PaymentRecord, history: Option<Value>) -> Value {
     v
 }
 
+/// A payment with its history.
+#[utoipa::path(
+    get, path = "/v1/payments/{payment_id}", tag = "payments", operation_id = "get_payment",
+    params(("payment_id" = String, Path), Scope),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The payment", body = super::openapi::Payment),
+        (status = 400, description = "Invalid query, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such payment (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -156,11 +198,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&rec, Some(Value::Array(history)))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Admin tokens only: the merchant to act for.
     merchant_id: Option<String>,
     payment_id: Option<String>,
+    /// The `event_id` after which to start (a cursor).
     after: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -185,6 +232,19 @@ pub fn event_json(e: &EventRecord) -> Value {
     })
 }
 
+/// Normalized events, oldest first (the polling alternative to webhooks).
+#[utoipa::path(
+    get, path = "/v1/events", tag = "payments", operation_id = "list_events",
+    params(EventsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Events", body = super::openapi::EventList),
+        (status = 400, description = "Invalid query, limit or cursor, or an admin token without `merchant_id`", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 404, description = "An admin token naming no such merchant", body = super::openapi::ErrorBody),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn events(
     req: HttpRequest,
     q: web::Query<EventsQuery>,

@@ -41,6 +41,17 @@ fn not_found() -> HttpResponse {
     )
 }
 
+#[utoipa::path(
+    method(get, post), path = "/v1/return/{merchant_id}/{payment_id}", tag = "returns",
+    params(("merchant_id" = String, Path), ("payment_id" = String, Path)),
+    responses(
+        (status = 303, description = "To the merchant's allowed return URL, with signed status parameters",
+            headers(("location" = String, description = "The return URL"))),
+        (status = 404, description = "No such payment (HTML page)", content_type = "text/html", body = String),
+        (status = 422, description = "No allowed return address (HTML page)", content_type = "text/html", body = String),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn merchant_return(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
@@ -56,6 +67,17 @@ pub async fn merchant_return(
     }
 }
 
+#[utoipa::path(
+    method(get, post), path = "/v1/return/{payment_id}", tag = "returns",
+    params(("payment_id" = String, Path)),
+    responses(
+        (status = 303, description = "To the merchant's allowed return URL, with signed status parameters",
+            headers(("location" = String, description = "The return URL"))),
+        (status = 404, description = "No such payment, or more than one merchant has this id (HTML page)", content_type = "text/html", body = String),
+        (status = 422, description = "No allowed return address (HTML page)", content_type = "text/html", body = String),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 /// The short form: only while exactly one merchant has this payment id.
 pub async fn short_return(
     path: web::Path<String>,

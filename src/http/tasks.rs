@@ -38,6 +38,16 @@ fn processing(t: &TaskRecord) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "processing", "request_id": t.request_id}))
 }
 
+/// A task's state.
+#[utoipa::path(
+    get, path = "/v1/async/status/{request_id}", tag = "tasks", operation_id = "task_status",
+    params(("request_id" = String, Path, description = "The `request_id` of the acknowledgement (a UUID v4)")),
+    responses(
+        (status = 200, description = "Processing, or completed (with `response_url`)", body = super::openapi::TaskStatus),
+        (status = 404, description = "Never existed, expired, or its error result was already read", body = super::openapi::TaskUnknown),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -56,6 +66,17 @@ pub async fn status(
     })
 }
 
+/// A task's result; an error result is handed out once.
+#[utoipa::path(
+    get, path = "/v1/async/result/{request_id}", tag = "tasks", operation_id = "task_result",
+    params(("request_id" = String, Path, description = "The `request_id` of the acknowledgement (a UUID v4)")),
+    responses(
+        (status = 200, description = "Processing, or completed (with `events`)", body = super::openapi::TaskResult),
+        (status = 404, description = "Never existed, expired, or its error result was already read", body = super::openapi::TaskUnknown),
+        (status = 422, description = "The task ended in error (shown once)", body = super::openapi::TaskFailure),
+        (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn result(
     path: web::Path<String>,
     state: web::Data<AppState>,

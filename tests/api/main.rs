@@ -19,6 +19,7 @@ mod logs;
 mod methods;
 mod metrics;
 mod newcomer;
+mod openapi;
 mod ordering;
 mod payments;
 mod presets;
