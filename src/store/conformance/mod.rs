@@ -25,6 +25,7 @@
 //! | [`reads`] | events, history, payment, register_payment, tasks |
 //! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, purge_expired, [`event_id`] |
 //! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed, stats |
+//! | [`relay_stats`] | stats |
 //! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`, attempt log, 410), delivery, retry_delivery, close + reopen |
 
 mod apply;
@@ -32,6 +33,7 @@ mod ingest;
 mod reads;
 mod relay;
 mod relay_lanes;
+mod relay_stats;
 mod upkeep;
 
 use std::future::Future;
@@ -120,7 +122,7 @@ macro_rules! conformance_tests {
             relay::replay_new_deliveries_of_matching_events,
             relay::deliveries_filters_newest_first,
             relay::relay_changed_moves_after_writes,
-            relay::stats_follow_writes_and_survive_reopen,
+            relay_stats::stats_follow_writes_and_survive_reopen,
             relay_lanes::lane_only_head_is_due,
             relay_lanes::lane_success_makes_next_due_at_once,
             relay_lanes::lane_dead_makes_next_due_at_once,

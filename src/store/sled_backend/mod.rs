@@ -44,6 +44,7 @@ mod reads;
 mod relay_ops;
 mod relay_reads;
 mod retention;
+mod stage;
 mod stats;
 mod writer;
 

@@ -10,13 +10,14 @@
 //! them with the error, writes nothing and raises the store's fatal error
 //! (sled cannot write again without a reopen).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use ::sled::{IVec, Transactional};
 
 use super::flush::GroupCommit;
 use super::queue::WorkQueue;
+pub(super) use super::stage::Stage;
 use super::*;
 
 pub(super) const TREES: usize = 15;
@@ -69,14 +70,6 @@ pub(super) enum Op {
     Backup(std::path::PathBuf, Reply<Backup>),
     /// The relay's verbs ([`super::relay_ops`]).
     Relay(super::relay_ops::RelayOp),
-}
-
-/// What a round has written so far, over the trees (ordered, so prefix
-/// scans can merge it with the trees).
-pub(super) struct Stage {
-    maps: [BTreeMap<Vec<u8>, Option<IVec>>; TREES],
-    /// (tree, key, what the stage held before) for the operation in progress.
-    undo: Vec<(usize, Vec<u8>, Option<Option<IVec>>)>,
 }
 
 /// Answers an operation once the round is committed (None) or failed (Some).
@@ -302,7 +295,7 @@ impl Writer {
     }
 
     /// Up to `limit` entries of `tree` under `prefix`, in key order, as the
-    /// round sees them (the tree merged with what the round staged).
+    /// round sees them (see [`Stage::scan`]).
     pub(super) fn scan(
         &self,
         stage: &Stage,
@@ -310,37 +303,7 @@ impl Writer {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
-        let mut out = Vec::new();
-        let mut staged = stage.maps[tree]
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .peekable();
-        let mut disk = self.all[tree].scan_prefix(prefix);
-        let mut d = disk.next().transpose()?;
-        while out.len() < limit {
-            // The staged entry wins over the tree's for the same key.
-            let staged_first = match (&d, staged.peek()) {
-                (None, None) => break,
-                (Some((dk, _)), Some((sk, _))) => sk.as_slice() <= dk.as_ref(),
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-            };
-            if staged_first {
-                let Some((sk, sv)) = staged.next() else { break };
-                if d.as_ref()
-                    .is_some_and(|(dk, _)| dk.as_ref() == sk.as_slice())
-                {
-                    d = disk.next().transpose()?;
-                }
-                if let Some(v) = sv {
-                    out.push((sk.clone(), v.clone()));
-                }
-            } else if let Some((dk, dv)) = d.take() {
-                out.push((dk.to_vec(), dv));
-                d = disk.next().transpose()?;
-            }
-        }
-        Ok(out)
+        stage.scan(&self.all[tree], tree, prefix, limit)
     }
 
     pub(super) fn get_dec<T: DeserializeOwned>(
@@ -635,32 +598,6 @@ impl Writer {
             }
         }
         Ok(n)
-    }
-}
-
-impl Stage {
-    /// What the round staged in `tree` (None: removed), in key order.
-    pub(super) fn staged(&self, tree: usize) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
-        self.maps[tree].iter()
-    }
-
-    pub(super) fn put(&mut self, tree: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let value = value.map(IVec::from);
-        let before = self.maps[tree].insert(key.clone(), value);
-        self.undo.push((tree, key, before));
-    }
-
-    /// Undo everything staged since `mark` (newest first).
-    pub(super) fn rollback(&mut self, mark: usize) {
-        while self.undo.len() > mark {
-            let Some((tree, key, before)) = self.undo.pop() else {
-                break;
-            };
-            match before {
-                Some(v) => self.maps[tree].insert(key, v),
-                None => self.maps[tree].remove(&key),
-            };
-        }
     }
 }
 
