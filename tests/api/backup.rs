@@ -36,6 +36,27 @@ fn config(dir: &Path, store: &Path, sink_url: &str) -> std::path::PathBuf {
     path
 }
 
+/// Events of `pay` in the feed, once there are any (they join it when durable).
+async fn feed_count(client: &reqwest::Client, base: &str, pay: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = client
+            .get(format!("{base}/v1/events?payment_id={pay}"))
+            .bearer_auth(SHOP_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = v["data"].as_array().unwrap().len();
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn ipn_body(i: usize) -> Vec<u8> {
     serde_json::to_vec(&generic(
         &format!("bk_{i}"),
@@ -218,6 +239,37 @@ async fn a_backup_taken_under_load_restores_every_acked_ipn_endpoint_and_pending
         .await
         .is_some());
     sink.wait_for("/hook", 1, Duration::from_secs(20)).await;
+    assert_eq!(feed_count(&client, &base, "bk_pay_1000000").await, 1);
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // Restarted again, the restored store keeps every event and takes new ones.
+    let (mut child, port) = spawn_serve(serve_command(&restored));
+    let base = format!("http://127.0.0.1:{port}");
+    for i in 2_000_000..2_000_020 {
+        assert!(post_signed(&client, &base, &settings, ipn_body(i))
+            .await
+            .is_some());
+    }
+    for i in 2_000_000..2_000_020 {
+        assert_eq!(
+            feed_count(&client, &base, &format!("bk_pay_{i}")).await,
+            1,
+            "bk_pay_{i}"
+        );
+    }
+    assert_eq!(
+        feed_count(&client, &base, "bk_pay_1000000").await,
+        1,
+        "an event before the restart"
+    );
+    for i in before.iter().take(20) {
+        assert_eq!(
+            feed_count(&client, &base, &format!("bk_pay_{i}")).await,
+            1,
+            "bk_pay_{i} from the backup"
+        );
+    }
     child.kill().unwrap();
     let _ = child.wait();
 }

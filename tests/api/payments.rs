@@ -184,9 +184,18 @@ async fn merchants_only_see_their_own_payments_and_need_a_key() {
     let (code, v) = app.get_auth("/v1/payments/own_1", ADMIN).await;
     assert_eq!(code, 400, "{v}");
     assert_eq!(error_code(&v), "invalid_request");
-    let (code, v) = app.get_auth("/v1/events?merchant_id=shop-1", ADMIN).await;
-    assert_eq!(code, 200);
-    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    // The feed shows an applied event once its write is durable (ms later).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, v) = app.get_auth("/v1/events?merchant_id=shop-1", ADMIN).await;
+        assert_eq!(code, 200);
+        let n = v["data"].as_array().unwrap().len();
+        if n == 1 || std::time::Instant::now() >= deadline {
+            assert_eq!(n, 1, "{v}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // A merchant key cannot widen its scope with ?merchant_id=.
     let (code, _) = app
         .get_auth("/v1/payments/own_1?merchant_id=shop-1", OTHER_KEY)

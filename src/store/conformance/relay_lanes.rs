@@ -402,9 +402,13 @@ pub(super) async fn latest_new_change_behind_failed_head_supersedes_waiting(b: B
             "ep",
         ));
     }
-    assert_eq!(get(&*s, &ids[0]).await.next_attempt_at, Some(at));
+    // The head waits for its retry (not in flight): it and the change behind
+    // it are superseded; only the newest goes, at the head's retry time.
+    assert_eq!(get(&*s, &ids[0]).await.state, DeliveryState::Superseded);
     assert_eq!(get(&*s, &ids[1]).await.state, DeliveryState::Superseded);
-    assert_eq!(get(&*s, &ids[2]).await.state, DeliveryState::Pending);
-    record(&*s, attempt(&ids[0], at, 200, AttemptOutcome::Succeeded)).await;
+    let newest = get(&*s, &ids[2]).await;
+    assert_eq!(newest.state, DeliveryState::Pending);
+    assert_eq!(newest.next_attempt_at, Some(at));
+    assert_eq!(due(&*s, "m1", "ep", at - 1).await, (vec![], Some(at)));
     assert_eq!(due(&*s, "m1", "ep", at).await, (vec![ids[2].clone()], None));
 }

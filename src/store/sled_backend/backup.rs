@@ -4,13 +4,12 @@
 //! then flushes and fsyncs it. The copy is itself a store directory:
 //! restoring is pointing `storage.path` at it (or copying it there).
 //!
-//! sled's id counter is not in the trees, so the copy's `meta` carries the
-//! floor above which the restored store hands out ids (inbox order, feed
-//! positions, lanes).
+//! The copy's `meta` carries the last id the store handed out (including
+//! ids of the round in progress), so the restored store continues above it.
 
 use std::path::Path;
 
-use super::writer::{ID_FLOOR, TREES};
+use super::writer::{ID_LAST, TREES};
 use super::*;
 
 /// The tree names, in [`Trees::all`] order.
@@ -37,7 +36,7 @@ const BATCH: usize = 4096;
 pub(super) fn copy(
     trees: &[::sled::Tree; TREES],
     to: &Path,
-    id_floor: u64,
+    id_last: u64,
 ) -> Result<Backup, StoreError> {
     if to.exists()
         && std::fs::read_dir(to)
@@ -73,7 +72,7 @@ pub(super) fn copy(
         }
         dst.apply_batch(batch)?;
         if name == "meta" {
-            dst.insert(ID_FLOOR, &id_floor.to_be_bytes())?;
+            dst.insert(ID_LAST, &id_last.to_be_bytes())?;
         }
     }
     db.flush()?;

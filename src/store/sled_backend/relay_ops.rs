@@ -311,10 +311,25 @@ impl Writer {
                 stage.put(DUE, due_key(&d, now)?, Some(Vec::new()));
             }
             Some((_, head)) if ep.ordering == Ordering::Latest => {
-                // Behind a head that already failed: the ones waiting
-                // between it and this newer change are superseded.
                 let head: DeliveryRecord = self.load(stage, head)?;
-                if head.attempts > head.retry_from {
+                let retry_at = head.next_attempt_at.filter(|&t| t > now);
+                if let Some(at) = retry_at {
+                    // The lane waits for a retry (the head is not in flight:
+                    // it is not due): the head and everything waiting behind
+                    // it are superseded, and this change goes at that time.
+                    stage.put(DUE, due_key(&head, at)?, None);
+                    for (k, v) in &lane {
+                        let mut w: DeliveryRecord = self.load(stage, v)?;
+                        w.state = DeliveryState::Superseded;
+                        w.next_attempt_at = None;
+                        self.save(stage, &w)?;
+                        stage.put(LANES, k.clone(), None);
+                    }
+                    d.next_attempt_at = Some(at);
+                    stage.put(DUE, due_key(&d, at)?, Some(Vec::new()));
+                } else if head.attempts > head.retry_from {
+                    // Behind a head that failed and may be in flight again:
+                    // the ones waiting between it and this change go.
                     for (k, v) in &lane[1..] {
                         let mut w: DeliveryRecord = self.load(stage, v)?;
                         w.state = DeliveryState::Superseded;

@@ -37,8 +37,9 @@ pub(super) const LANES: usize = 12;
 pub(super) const DUE: usize = 13;
 pub(super) const ATTEMPTS: usize = 14;
 
-/// `meta` key of the id floor a restored store starts from.
-pub(super) const ID_FLOOR: &[u8] = b"id_floor";
+/// `meta` key of the last id handed out (inbox order, feed positions, lane
+/// positions, replay rounds), written with every round that handed one out.
+pub(super) const ID_LAST: &[u8] = b"id_last";
 
 /// Operations one round takes at most; the rest wait for the next round.
 const ROUND_OPS: usize = 1024;
@@ -76,7 +77,6 @@ pub(super) enum Op {
 pub(super) type Answer = Box<dyn FnOnce(Option<&str>, u64)>;
 
 pub(super) struct Writer {
-    pub(super) db: ::sled::Db,
     all: [::sled::Tree; TREES],
     commit: Arc<GroupCommit>,
     queue: Arc<WorkQueue>,
@@ -88,9 +88,10 @@ pub(super) struct Writer {
     pub(super) endpoints: HashMap<String, Vec<EndpointRecord>>,
     /// Bumped after a committed round that touched deliveries or endpoints.
     pub(super) relay: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Ids handed out are above this: sled's id counter is not part of a
-    /// backup, so a restored store carries its floor in `meta`.
-    id_floor: u64,
+    /// The last id handed out; committed to `meta` with the round that
+    /// used it, so ids keep rising across restarts and into a restored
+    /// backup (sled's own id counter is not part of the trees a backup copies).
+    id_last: u64,
     /// The counts behind `Store::stats`, moved after each committed round.
     stats: Arc<super::stats::Counters>,
 }
@@ -118,9 +119,9 @@ impl Writer {
             Some((k, _)) => u64_key(&k)? + 1,
             None => 0,
         };
-        let id_floor = match t.meta.get(ID_FLOOR)? {
+        let id_last = match t.meta.get(ID_LAST)? {
             Some(v) => u64_key(&v)?,
-            None => 0,
+            None => ids_in_use(&t, &db)?,
         };
         let mut endpoints: HashMap<String, Vec<EndpointRecord>> = HashMap::new();
         for v in t.endpoints.iter().values() {
@@ -129,12 +130,11 @@ impl Writer {
         }
         Ok(Writer {
             stats,
-            id_floor,
+            id_last,
             endpoints,
             relay,
             feed: commit.durable_mark(),
             all: t.all(),
-            db,
             commit,
             queue,
             quarantine_seq,
@@ -159,6 +159,7 @@ impl Writer {
             maps: Default::default(),
             undo: Vec::new(),
         };
+        let ids_before = self.id_last;
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut work = Vec::new();
         let (mut accepts, mut applies, mut relay) = (false, false, false);
@@ -178,6 +179,13 @@ impl Writer {
         }
         if relay {
             crash_point("store::commit::relay");
+        }
+        if self.id_last != ids_before {
+            stage.put(
+                META,
+                ID_LAST.to_vec(),
+                Some(self.id_last.to_be_bytes().to_vec()),
+            );
         }
         let touched_relay = [ENDPOINTS, DELIVERIES, DUE]
             .iter()
@@ -267,19 +275,20 @@ impl Writer {
             }
             Op::RemoveIf(keys, reply) => run!(reply, self.remove_if(keys, stage)),
             Op::Backup(to, reply) => {
-                let next = self.next_id();
-                let res = next.and_then(|n| super::backup::copy(&self.all, &to, n));
+                // The copy is the trees as committed; ids staged this round
+                // are covered by the in-memory count.
+                let res = super::backup::copy(&self.all, &to, self.id_last);
                 answer(reply, res)
             }
             Op::Relay(op) => self.relay_op(op, stage, mark),
         }
     }
 
-    /// A fresh id: sled's counter, never at or below the floor.
+    /// A fresh id, above every id this store (or the backup it was
+    /// restored from) handed out.
     pub(super) fn next_id(&mut self) -> Result<u64, StoreError> {
-        let id = self.db.generate_id()?.max(self.id_floor + 1);
-        self.id_floor = id;
-        Ok(id)
+        self.id_last += 1;
+        Ok(self.id_last)
     }
 
     pub(super) fn get(
@@ -612,4 +621,25 @@ pub(super) mod tree {
     pub const HISTORY: usize = super::HISTORY;
     pub const DELIVERIES: usize = super::DELIVERIES;
     pub const ATTEMPTS: usize = super::ATTEMPTS;
+}
+
+/// The highest id a store written before `id_last` existed has in use (once,
+/// at the first open after the upgrade): inbox keys, feed positions, lane
+/// positions, and sled's own counter.
+fn ids_in_use(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
+    let mut m = db.generate_id()?;
+    if let Some((k, _)) = t.inbox.last()? {
+        m = m.max(u64_key(&k)?);
+    }
+    for v in t.event_ids.iter().values() {
+        m = m.max(u64_key(&v?)?);
+    }
+    for k in t.lanes.iter().keys() {
+        m = m.max(u64_key(&k?)?);
+    }
+    for v in t.deliveries.iter().values() {
+        let d: DeliveryRecord = dec(&v?)?;
+        m = m.max(d.lane_pos);
+    }
+    Ok(m)
 }
