@@ -24,7 +24,8 @@
 //! - [`domain`]: canonical statuses, the status rule (pure).
 //! - [`returns`]: the 3DS return URL (pure).
 //! - [`samples`]: realistic signed sample IPNs per preset (pure).
-//! - [`trigger`]: `ipn-relay trigger`: post a sample, poll its task.
+//! - [`trigger`]: `ipn-relay trigger` (post a sample, poll its task) and
+//!   `ipn-relay backup` (ask the running service for an online backup).
 //! - [`config`]: typed, validated settings; secrets redacted.
 //! - [`clock`]: "now" as an input (system clock, or a test's manual clock).
 //! - [`store`]: the `Store` interface (domain verbs, one atomic write each) and

@@ -5,6 +5,9 @@
 //! prints the ack, then polls the task's `status_url` until it is no longer
 //! processing (bounded by [`Options::wait`]) and prints the result from
 //! `response_url`. Any failure along the way is an error (non-zero exit).
+//!
+//! [`backup`] is `ipn-relay backup`, the other command that talks to a
+//! running service: it asks for an online backup of the store.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
