@@ -187,8 +187,7 @@ pub async fn backup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let b: BackupBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?;
+    let b: BackupBody = super::json_body(&body)?;
     let to = std::path::PathBuf::from(&b.to);
     if !to.is_absolute() {
         return Err(ApiError::Unprocessable(
@@ -228,11 +227,7 @@ pub async fn backup(
 /// `POST /v1/admin/purge`: run retention now (it also runs in the background).
 pub async fn purge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let r = &state.settings.retention;
-    let limits = crate::store::RetentionMs {
-        dedupe_window: r.dedupe_window.as_millis() as i64,
-        events: r.events.as_millis() as i64,
-    };
+    let limits = crate::store::RetentionMs::of(&state.settings.retention);
     let p = state.store.purge_expired(state.now_ms(), limits).await?;
     Ok(HttpResponse::Ok().json(json!({
         "dedupe": p.dedupe,

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::caller::merchant_scope;
 use super::payments::rfc3339;
-use super::{ApiError, AppState, JSON_LIMIT};
+use super::{json_body, ApiError, AppState};
 use crate::delivery::{patterns, signing, ssrf};
 use crate::store::{EndpointRecord, EndpointSource, EndpointUpdate, Ordering};
 
@@ -402,15 +402,6 @@ pub async fn rotate(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no endpoint {:?}", path.as_str())))?;
     Ok(HttpResponse::Ok().json(json!({ "secret": secret })))
-}
-
-/// A JSON body, parsed only after the caller was authenticated (so a
-/// request without a key is 401 whatever its body). 413 above [`JSON_LIMIT`].
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.len() > JSON_LIMIT {
-        return Err(ApiError::PayloadTooLarge(JSON_LIMIT));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))
 }
 
 fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {

@@ -107,6 +107,15 @@ impl AppState {
     }
 }
 
+/// A JSON body, parsed only after the caller was authenticated (so a
+/// request without a key is 401 whatever its body). 413 above [`JSON_LIMIT`].
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > JSON_LIMIT {
+        return Err(ApiError::PayloadTooLarge(JSON_LIMIT));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))
+}
+
 fn bad_request(msg: String) -> actix_web::Error {
     ApiError::InvalidRequest(msg).into()
 }

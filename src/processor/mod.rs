@@ -303,10 +303,7 @@ pub async fn janitor(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
-    let r = crate::store::RetentionMs {
-        dedupe_window: settings.retention.dedupe_window.as_millis() as i64,
-        events: settings.retention.events.as_millis() as i64,
-    };
+    let r = crate::store::RetentionMs::of(&settings.retention);
     loop {
         match store.purge_expired(clock.now_ms(), r).await {
             Ok(p) if p != Default::default() => tracing::info!(?p, "retention purge"),

@@ -235,6 +235,16 @@ pub struct RetentionMs {
     pub events: i64,
 }
 
+impl RetentionMs {
+    /// The limits of `[retention]`.
+    pub fn of(r: &crate::config::RetentionSettings) -> RetentionMs {
+        RetentionMs {
+            dedupe_window: r.dedupe_window.as_millis() as i64,
+            events: r.events.as_millis() as i64,
+        }
+    }
+}
+
 /// The deterministic id of the event that item `idx` of request
 /// `request_id` (received at `received_at`, unix ms) applies: a ULID whose
 /// time is the arrival and whose random part is a hash of (request, item).
