@@ -64,11 +64,28 @@ pub fn merchant_scope(
             let m = merchant_id.ok_or_else(|| {
                 ApiError::InvalidRequest("admin tokens must name ?merchant_id=".into())
             })?;
-            state
-                .settings
-                .merchant(m)
-                .map(|m| m.id.clone())
-                .ok_or_else(|| ApiError::NotFound(format!("no merchant {m:?}")))
+            known_merchant(state, m)
         }
     }
+}
+
+/// Like [`merchant_scope`], but an admin naming no merchant sees every
+/// merchant's data (None).
+pub fn merchant_scope_or_all(
+    req: &HttpRequest,
+    state: &AppState,
+    merchant_id: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match identify(req, state)? {
+        Caller::Merchant(m) => Ok(Some(m)),
+        Caller::Admin => merchant_id.map(|m| known_merchant(state, m)).transpose(),
+    }
+}
+
+fn known_merchant(state: &AppState, m: &str) -> Result<String, ApiError> {
+    state
+        .settings
+        .merchant(m)
+        .map(|m| m.id.clone())
+        .ok_or_else(|| ApiError::NotFound(format!("no merchant {m:?}")))
 }

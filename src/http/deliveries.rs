@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::caller::{identify, Caller};
+use super::caller::merchant_scope_or_all as scope;
 use super::payments::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, Retried};
@@ -34,25 +34,6 @@ pub struct ListQuery {
 pub struct Scope {
     /// Admin tokens: only if it is this merchant's.
     merchant_id: Option<String>,
-}
-
-/// The merchant whose deliveries the caller sees; None: every merchant (admin).
-fn scope(
-    req: &HttpRequest,
-    state: &AppState,
-    merchant_id: Option<&str>,
-) -> Result<Option<String>, ApiError> {
-    match identify(req, state)? {
-        Caller::Merchant(m) => Ok(Some(m)),
-        Caller::Admin => match merchant_id {
-            None => Ok(None),
-            Some(m) => state
-                .settings
-                .merchant(m)
-                .map(|m| Some(m.id.clone()))
-                .ok_or_else(|| ApiError::NotFound(format!("no merchant {m:?}"))),
-        },
-    }
 }
 
 pub fn view(d: &DeliveryRecord) -> Value {

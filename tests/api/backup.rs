@@ -273,3 +273,97 @@ async fn a_backup_taken_under_load_restores_every_acked_ipn_endpoint_and_pending
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// (path, bearer token, body, expected status, expected error code)
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+#[tokio::test]
+async fn backup_and_purge_refuse_bad_input_and_non_admins_in_the_error_shape() {
+    let app = spawn_app().await;
+    let post = |path: &'static str, token: Option<&'static str>, body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let mut rb = app.client.post(app.url(path)).body(body);
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            let r = rb.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let occupied = tempfile::tempdir().unwrap();
+    std::fs::write(occupied.path().join("x"), "x").unwrap();
+    let cases: Vec<Case> = vec![
+        (
+            "/v1/admin/backup",
+            None,
+            b"{}".to_vec(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(SHOP_KEY),
+            br#"{"to":"/tmp/x"}"#.to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(ADMIN),
+            b"{not json".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(ADMIN),
+            br#"{"to":"/tmp/x","extra":1}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(ADMIN),
+            br#"{"to":"relative/dir"}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(ADMIN),
+            serde_json::to_vec(&json!({"to": occupied.path()})).unwrap(),
+            409,
+            "conflict",
+        ),
+        (
+            "/v1/admin/backup",
+            Some(ADMIN),
+            vec![b' '; 70 * 1024],
+            413,
+            "payload_too_large",
+        ),
+        ("/v1/admin/purge", None, Vec::new(), 401, "unauthorized"),
+        (
+            "/v1/admin/purge",
+            Some(SHOP_KEY),
+            Vec::new(),
+            404,
+            "not_found",
+        ),
+    ];
+    for (path, token, body, code, err) in cases {
+        let (got, v) = post(path, token, body).await;
+        assert_eq!(got, code, "{path} {token:?}: {v}");
+        assert_eq!(error_code(&v), err, "{path}: {v}");
+    }
+    // The occupied directory was left as it was.
+    assert_eq!(std::fs::read_dir(occupied.path()).unwrap().count(), 1);
+}

@@ -94,7 +94,7 @@ async fn crash_at(point: &str) {
 }
 
 /// A crash leaves no core file behind.
-fn no_core_dumps(cmd: &mut Command) {
+pub(crate) fn no_core_dumps(cmd: &mut Command) {
     // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -110,7 +110,7 @@ fn no_core_dumps(cmd: &mut Command) {
     }
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(s) = child.try_wait().unwrap() {

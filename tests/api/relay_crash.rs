@@ -20,9 +20,8 @@
 //! and each payment's notifications first arrived in sequence order.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ipn_relay::config::Settings;
@@ -30,6 +29,7 @@ use serde_json::Value;
 
 use crate::crash::{post_signed_status, serve_command, spawn_serve};
 use crate::exactly_once::attempt;
+use crate::failpoints::{no_core_dumps, wait_exit};
 use crate::helpers::*;
 use crate::relay_helpers::SECRET_1;
 use crate::sink::{Reply, Sink};
@@ -72,35 +72,6 @@ pub(crate) fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
-}
-
-fn no_core_dumps(cmd: &mut Command) {
-    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let off = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &off) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// provider event ids (`data.provider_event_id`) the sink has received.
