@@ -113,7 +113,16 @@ impl Dispatcher {
             if let Some(at) = due.next_at {
                 next = Some(next.map_or(at, |n: i64| n.min(at)));
             }
-            let ep = Arc::new(ep);
+            if due.deliveries.is_empty() {
+                continue;
+            }
+            // The endpoint as of now, read after the due heads: the list above
+            // may predate a rotation, PATCH or 410 that committed while
+            // `due_deliveries` waited for its flush.
+            let ep = match self.store.endpoint(&ep.merchant_id, &ep.id).await? {
+                Some(ep) if !ep.disabled => Arc::new(ep),
+                _ => continue,
+            };
             let limiter = self.limiter(&key);
             for d in due.deliveries {
                 if limiter.check().is_err() {
