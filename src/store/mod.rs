@@ -308,7 +308,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// Durable applied events of a merchant, in the order they were
-    /// applied, strictly after the event `after`.
+    /// applied, strictly after the event `after`. Reads its writes: an
+    /// event already committed (a task result may name it) is listed once
+    /// durable, waiting for its flush rather than leaving it out.
     async fn events(
         &self,
         merchant_id: &str,

@@ -11,6 +11,7 @@ mod disk_full;
 mod durability;
 mod exactly_once;
 mod failpoints;
+mod feed;
 mod fuzz_props;
 mod helpers;
 mod ingest;

@@ -142,6 +142,20 @@ impl GroupCommit {
         self.shared.done.borrow().mark
     }
 
+    /// Wait (at most `limit`) until the durable mark reaches `mark`, a
+    /// position already committed; returns the durable mark then. A
+    /// committed write always takes a ticket, which asks for a flush, so
+    /// this ends after at most two flushes unless one fails.
+    pub async fn wait_mark(&self, mark: u64, limit: std::time::Duration) -> u64 {
+        let mut rx = self.shared.done.subscribe();
+        let _ = tokio::time::timeout(
+            limit,
+            rx.wait_for(|f| f.mark >= mark || f.failed_upto > f.ok_upto),
+        )
+        .await;
+        self.durable_mark()
+    }
+
     /// Is anybody waiting for a flush right now (tickets not yet covered)?
     pub fn busy(&self) -> bool {
         self.shared.written.load(Ordering::Relaxed) > self.shared.done.borrow().ok_upto

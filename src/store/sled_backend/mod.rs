@@ -62,6 +62,9 @@ use relay_ops::RelayOp;
 
 const FORMAT: u8 = 1;
 
+/// How long a feed read waits for the flush of events it found committed.
+const FEED_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(v, vec![FORMAT]).map_err(|e| StoreError::Codec(e.to_string()))
 }
@@ -387,8 +390,22 @@ impl Store for SledStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Result<Vec<EventRecord>, UnknownCursor>, StoreError> {
-        let upto = self.commit.durable_mark();
-        reads::events(&self.trees, merchant_id, payment_id, after, limit, upto)
+        let found = match reads::events(&self.trees, merchant_id, payment_id, after, limit)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Only durable events are listed, so a cursor never passes an event a
+        // crash could take back. Read your writes: an event that is committed
+        // (a task result may already name it) is waited for, at most one
+        // group flush, rather than left out. Should the flush fail (the
+        // service is going down), what is durable is listed.
+        let last = found.last().map_or(0, |(pos, _)| *pos);
+        let upto = self.commit.wait_mark(last, FEED_FLUSH_WAIT).await;
+        Ok(Ok(found
+            .into_iter()
+            .take_while(|(pos, _)| *pos <= upto)
+            .map(|(_, ev)| ev)
+            .collect()))
     }
 
     async fn register_payment(&self, reg: Registration) -> Result<Registered, StoreError> {

@@ -29,15 +29,15 @@ pub(super) fn history(
     Ok(out)
 }
 
-/// Events of a merchant after `after`, up to feed position `upto` (durable).
+/// Events of a merchant after `after`, with their feed positions (committed,
+/// not necessarily durable yet: the caller waits for those).
 pub(super) fn events(
     t: &Trees,
     merchant_id: &str,
     payment_id: Option<&str>,
     after: Option<&str>,
     limit: usize,
-    upto: u64,
-) -> Result<Result<Vec<EventRecord>, UnknownCursor>, StoreError> {
+) -> Result<Result<Vec<(u64, EventRecord)>, UnknownCursor>, StoreError> {
     let prefix = joined(merchant_id, &[]);
     let start = match after {
         None => prefix.clone(),
@@ -66,12 +66,12 @@ pub(super) fn events(
     let mut out = Vec::new();
     for r in t.events.range(start..) {
         let (k, v) = r?;
-        if !k.starts_with(&prefix) || out.len() >= limit || u64_key(&k)? > upto {
+        if !k.starts_with(&prefix) || out.len() >= limit {
             break;
         }
         let ev: EventRecord = dec(&v)?;
         if payment_id.is_none_or(|p| p == ev.payment_id) {
-            out.push(ev);
+            out.push((u64_key(&k)?, ev));
         }
     }
     Ok(Ok(out))
