@@ -26,6 +26,7 @@ mod payments;
 mod presets;
 mod quarantine_bounds;
 mod relay_crash;
+mod relay_crash_manage;
 mod relay_cycles;
 mod relay_delivery;
 mod relay_endpoints;

@@ -162,12 +162,20 @@ impl Writer {
         let ids_before = self.id_last;
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut work = Vec::new();
-        let (mut accepts, mut applies, mut relay) = (false, false, false);
+        let (mut accepts, mut applies, mut relay, mut manage) = (false, false, false, false);
         for op in ops {
+            use super::relay_ops::RelayOp as R;
             accepts |= matches!(op, Op::Accept(..));
             applies |= matches!(op, Op::Apply(..));
-            // Attempt results only (config endpoints are synced before serving).
-            relay |= matches!(op, Op::Relay(super::relay_ops::RelayOp::Attempt(..)));
+            relay |= matches!(op, Op::Relay(R::Attempt(..)));
+            // The API's relay writes (config endpoints are synced before
+            // serving, so that sync has no crash point of its own).
+            manage |= matches!(
+                op,
+                Op::Relay(
+                    R::Create(..) | R::Update(..) | R::Delete(..) | R::Retry(..) | R::Replay(..)
+                )
+            );
             stage.undo.clear();
             answers.push(self.execute(op, &mut stage, &mut work));
         }
@@ -179,6 +187,9 @@ impl Writer {
         }
         if relay {
             crash_point("store::commit::relay");
+        }
+        if manage {
+            crash_point("store::commit::manage");
         }
         if self.id_last != ids_before {
             stage.put(
