@@ -218,9 +218,9 @@ async fn scenario(n: usize) {
         base: format!("http://127.0.0.1:{port}"),
         ..api
     };
-    for i in 0..n {
+    for (i, name) in OPS.iter().enumerate().take(n) {
         let (code, v) = api.op(i, &dead).await.expect("answered before the crash");
-        assert!(code < 300, "{ctx}: {} answered {code}: {v}", OPS[i]);
+        assert!(code < 300, "{ctx}: {name} answered {code}: {v}");
     }
     let got = api.op(n, &dead).await;
     let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
