@@ -1,0 +1,313 @@
+//! The ingest side's writes, on the one writer ([`super::writer`]):
+//! accepting IPNs, applying decided plans (payment state, history, events,
+//! the task's result, the inbox entry's removal and the fan-out into
+//! deliveries, all in the round's one transaction), registrations, taking
+//! an errored task, reprocessing, the quarantine, and retention's removals.
+
+use ::sled::IVec;
+
+use super::writer::*;
+use super::*;
+
+impl Writer {
+    fn task_state(&self, stage: &Stage, id: Uuid) -> Result<Option<TaskState>, StoreError> {
+        if let Some(t) = self.get_dec::<TaskRecord>(stage, TASKS, id.as_bytes())? {
+            return Ok(Some(t.state));
+        }
+        Ok(self
+            .get(stage, REQUESTS, id.as_bytes())?
+            .map(|_| TaskState::Processing))
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        a: AcceptOp,
+        stage: &mut Stage,
+        work: &mut Vec<Work>,
+    ) -> Result<Accepted, StoreError> {
+        let r = &a.request;
+        let dkey = joined(&r.provider, r.event_key.as_bytes());
+        if let Some(prev) = self.get_dec::<DedupeRecord>(stage, DEDUPE, &dkey)? {
+            // A dedupe hit only counts while its request is kept.
+            let live = a.now.saturating_sub(prev.seen_at) < a.dedupe_window_ms
+                && self
+                    .get(stage, REQUESTS, prev.request_id.as_bytes())?
+                    .is_some();
+            if live {
+                return Ok(Accepted::Duplicate {
+                    request_id: prev.request_id,
+                    state: self.task_state(stage, prev.request_id)?,
+                });
+            }
+        }
+        let dedupe = DedupeRecord {
+            request_id: r.request_id,
+            seen_at: a.now,
+        };
+        stage.put(DEDUPE, dkey, Some(enc(&dedupe)?));
+        let id = r.request_id.as_bytes().to_vec();
+        stage.put(REQUESTS, id.clone(), Some(a.value));
+        let seq = self.next_id()?;
+        stage.put(INBOX, seq.to_be_bytes().to_vec(), Some(id));
+        work.push(Work {
+            id: WorkId(seq),
+            request: a.request,
+            doc: a.doc,
+        });
+        Ok(Accepted::New)
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        plans: Vec<Plan>,
+        stage: &mut Stage,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut out = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let mark = stage.undo.len();
+            let inbox_key = plan.work().0.to_be_bytes();
+            if self.get(stage, INBOX, &inbox_key)?.is_none() {
+                out.push(Applied::AlreadyDone);
+                continue;
+            }
+            let applied = match plan {
+                Plan::Fail {
+                    request_id,
+                    error,
+                    now,
+                    ..
+                } => {
+                    self.end_task(stage, request_id, now, |t| {
+                        t.state = TaskState::Error;
+                        t.error = Some(error);
+                    })?;
+                    Applied::Done
+                }
+                Plan::Complete {
+                    request_id,
+                    events,
+                    changes,
+                    now,
+                    ..
+                } => {
+                    if self.changes(stage, changes)? {
+                        self.end_task(stage, request_id, now, |t| {
+                            t.state = TaskState::Completed;
+                            t.events = events;
+                        })?;
+                        Applied::Done
+                    } else {
+                        stage.rollback(mark);
+                        out.push(Applied::Conflict);
+                        continue;
+                    }
+                }
+            };
+            stage.put(INBOX, inbox_key.to_vec(), None);
+            out.push(applied);
+        }
+        Ok(out)
+    }
+
+    /// Stage a plan's payment changes; false (and nothing to keep) if a
+    /// payment is not at the version the plan was decided on.
+    fn changes(
+        &mut self,
+        stage: &mut Stage,
+        changes: Vec<PaymentChange>,
+    ) -> Result<bool, StoreError> {
+        for c in changes {
+            let pkey = payment_key(&c.key);
+            let current = self.get_dec::<PaymentRecord>(stage, PAYMENTS, &pkey)?;
+            if current.as_ref().map_or(0, |r| r.version) != c.base_version {
+                return Ok(false);
+            }
+            let mut rec = current.unwrap_or_else(|| PaymentRecord {
+                payment_id: c.key.payment_id.clone(),
+                merchant_id: c.key.merchant_id.clone(),
+                provider: Some(c.provider.clone()),
+                state: None,
+                registered: false,
+                registered_site_url: None,
+                ipn_site_url: None,
+                metadata: None,
+                created_at: c.now,
+                updated_at: c.now,
+                version: 0,
+            });
+            if let Some(s) = c.state {
+                rec.state = Some(s);
+                rec.provider.get_or_insert_with(|| c.provider.clone());
+            }
+            if c.ipn_site_url.is_some() {
+                rec.ipn_site_url = c.ipn_site_url;
+            }
+            rec.updated_at = c.now;
+            let version = rec.version;
+            rec.version += 1;
+            stage.put(PAYMENTS, pkey, Some(enc(&rec)?));
+            stage.put(
+                HISTORY,
+                history_key(&c.key, version),
+                Some(enc(&c.history)?),
+            );
+            if let Some(ev) = &c.event {
+                let ulid = event_ulid(&ev.event_id)
+                    .ok_or_else(|| StoreError::Codec(format!("event id {:?}", ev.event_id)))?;
+                let pos = self.next_id()?;
+                self.feed = self.feed.max(pos);
+                let fkey = joined(&c.key.merchant_id, &pos.to_be_bytes());
+                stage.put(EVENTS, fkey, Some(enc(ev)?));
+                stage.put(EVENT_IDS, ulid.to_vec(), Some(pos.to_be_bytes().to_vec()));
+                self.fan_out(stage, ev, c.now)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// End a request's task (if it is still processing).
+    fn end_task(
+        &self,
+        stage: &mut Stage,
+        id: Uuid,
+        now: i64,
+        set: impl FnOnce(&mut TaskRecord),
+    ) -> Result<(), StoreError> {
+        let mut t = match self.get_dec::<TaskRecord>(stage, TASKS, id.as_bytes())? {
+            Some(t) => t,
+            None => match self.get_dec::<RawRequest>(stage, REQUESTS, id.as_bytes())? {
+                Some(r) => processing_task(&r),
+                None => return Ok(()),
+            },
+        };
+        if t.state == TaskState::Processing {
+            set(&mut t);
+            t.finished_at = Some(now);
+            stage.put(TASKS, id.as_bytes().to_vec(), Some(enc(&t)?));
+        }
+        Ok(())
+    }
+
+    pub(super) fn register(
+        &mut self,
+        r: Registration,
+        stage: &mut Stage,
+    ) -> Result<Registered, StoreError> {
+        let pkey = payment_key(&r.key);
+        let (rec, created) = match self.get_dec::<PaymentRecord>(stage, PAYMENTS, &pkey)? {
+            Some(rec) if rec.registered => return Ok(Registered::AlreadyRegistered),
+            Some(mut rec) => {
+                rec.registered = true;
+                rec.registered_site_url = r.site_url.or(rec.registered_site_url);
+                rec.metadata = r.metadata.or(rec.metadata);
+                if rec.provider.is_none() {
+                    rec.provider = r.provider;
+                }
+                rec.updated_at = r.now;
+                (rec, false)
+            }
+            None => (
+                PaymentRecord {
+                    payment_id: r.key.payment_id.clone(),
+                    merchant_id: r.key.merchant_id.clone(),
+                    provider: r.provider,
+                    state: None,
+                    registered: true,
+                    registered_site_url: r.site_url,
+                    ipn_site_url: None,
+                    metadata: r.metadata,
+                    created_at: r.now,
+                    updated_at: r.now,
+                    version: 0,
+                },
+                true,
+            ),
+        };
+        stage.put(PAYMENTS, pkey, Some(enc(&rec)?));
+        Ok(if created {
+            Registered::Created(rec)
+        } else {
+            Registered::Updated(rec)
+        })
+    }
+
+    pub(super) fn take_error(
+        &self,
+        id: Uuid,
+        stage: &mut Stage,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let Some(mut t) = self.get_dec::<TaskRecord>(stage, TASKS, id.as_bytes())? else {
+            return Ok(None);
+        };
+        if t.state != TaskState::Error || t.error_read {
+            return Ok(None);
+        }
+        t.error_read = true;
+        stage.put(TASKS, id.as_bytes().to_vec(), Some(enc(&t)?));
+        Ok(Some(t))
+    }
+
+    pub(super) fn reprocess(
+        &mut self,
+        id: Uuid,
+        now: i64,
+        stage: &mut Stage,
+        work: &mut Vec<Work>,
+    ) -> Result<Reprocess, StoreError> {
+        let Some(req) = self.get_dec::<RawRequest>(stage, REQUESTS, id.as_bytes())? else {
+            return Ok(Reprocess::NotFound);
+        };
+        // Accepting writes the inbox entry with the request, so a request
+        // that is processing is in the inbox: only errors go back.
+        let state = self.task_state(stage, id)?.unwrap_or(TaskState::Processing);
+        if state != TaskState::Error {
+            return Ok(Reprocess::NotInError(state));
+        }
+        let fresh = TaskRecord {
+            created_at: now,
+            ..processing_task(&req)
+        };
+        stage.put(TASKS, id.as_bytes().to_vec(), Some(enc(&fresh)?));
+        let seq = self.next_id()?;
+        stage.put(
+            INBOX,
+            seq.to_be_bytes().to_vec(),
+            Some(id.as_bytes().to_vec()),
+        );
+        work.push(Work {
+            id: WorkId(seq),
+            request: Arc::new(req),
+            doc: None,
+        });
+        Ok(Reprocess::Queued)
+    }
+
+    pub(super) fn quarantine(
+        &mut self,
+        rec: &QuarantineRecord,
+        stage: &mut Stage,
+    ) -> Result<(), StoreError> {
+        let seq = self.quarantine_seq;
+        self.quarantine_seq += 1;
+        stage.put(QUARANTINE, seq.to_be_bytes().to_vec(), Some(enc(rec)?));
+        if let Some(old) = seq.checked_sub(QUARANTINE_KEEP) {
+            stage.put(QUARANTINE, old.to_be_bytes().to_vec(), None);
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_if(
+        &self,
+        keys: Vec<(usize, Vec<u8>, IVec)>,
+        stage: &mut Stage,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (tree, key, expected) in keys {
+            if self.get(stage, tree, &key)?.as_ref() == Some(&expected) {
+                stage.put(tree, key, None);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
