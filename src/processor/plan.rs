@@ -108,7 +108,7 @@ pub async fn plan_one(
     let req = &p.work.request;
     let fail = |error: TaskError| Plan::Fail {
         work: p.work.id,
-        request_id: req.request_id,
+        request: req.clone(),
         error,
         now,
     };
@@ -204,7 +204,7 @@ pub async fn plan_one(
     }
     Ok(Plan::Complete {
         work: p.work.id,
-        request_id: req.request_id,
+        request: req.clone(),
         events,
         changes,
         now,

@@ -140,14 +140,15 @@ pub enum Plan {
     /// The task ends `completed` with these results.
     Complete {
         work: WorkId,
-        request_id: Uuid,
+        /// The request (its task record is made from it when it has none).
+        request: Arc<RawRequest>,
         events: Vec<TaskEvent>,
         changes: Vec<PaymentChange>,
         now: i64,
     },
     Fail {
         work: WorkId,
-        request_id: Uuid,
+        request: Arc<RawRequest>,
         error: TaskError,
         now: i64,
     },

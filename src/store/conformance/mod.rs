@@ -306,7 +306,7 @@ fn task_events(changes: &[PaymentChange]) -> Vec<TaskEvent> {
 fn complete(w: &Work, changes: Vec<PaymentChange>, now: i64) -> Plan {
     Plan::Complete {
         work: w.id,
-        request_id: w.request.request_id,
+        request: w.request.clone(),
         events: task_events(&changes),
         changes,
         now,
@@ -323,7 +323,7 @@ fn task_error() -> TaskError {
 fn fail(w: &Work, now: i64) -> Plan {
     Plan::Fail {
         work: w.id,
-        request_id: w.request.request_id,
+        request: w.request.clone(),
         error: task_error(),
         now,
     }

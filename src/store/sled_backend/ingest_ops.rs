@@ -72,26 +72,26 @@ impl Writer {
             }
             let applied = match plan {
                 Plan::Fail {
-                    request_id,
+                    request,
                     error,
                     now,
                     ..
                 } => {
-                    self.end_task(stage, request_id, now, |t| {
+                    self.end_task(stage, &request, now, |t| {
                         t.state = TaskState::Error;
                         t.error = Some(error);
                     })?;
                     Applied::Done
                 }
                 Plan::Complete {
-                    request_id,
+                    request,
                     events,
                     changes,
                     now,
                     ..
                 } => {
                     if self.changes(stage, changes)? {
-                        self.end_task(stage, request_id, now, |t| {
+                        self.end_task(stage, &request, now, |t| {
                             t.state = TaskState::Completed;
                             t.events = events;
                         })?;
@@ -165,20 +165,21 @@ impl Writer {
         Ok(true)
     }
 
-    /// End a request's task (if it is still processing).
+    /// End a request's task (if it is still processing). Called only
+    /// while its inbox entry exists, so the request is stored (retention
+    /// never drops an unprocessed one): with no task record yet, the task
+    /// is made from the plan's copy instead of decoding the stored one.
     fn end_task(
         &self,
         stage: &mut Stage,
-        id: Uuid,
+        request: &RawRequest,
         now: i64,
         set: impl FnOnce(&mut TaskRecord),
     ) -> Result<(), StoreError> {
+        let id = request.request_id;
         let mut t = match self.get_dec::<TaskRecord>(stage, TASKS, id.as_bytes())? {
             Some(t) => t,
-            None => match self.get_dec::<RawRequest>(stage, REQUESTS, id.as_bytes())? {
-                Some(r) => processing_task(&r),
-                None => return Ok(()),
-            },
+            None => processing_task(request),
         };
         if t.state == TaskState::Processing {
             set(&mut t);
