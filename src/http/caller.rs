@@ -9,6 +9,16 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 
+/// `?merchant_id=` of the merchant and admin APIs.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Scope {
+    /// Admin tokens only: the merchant to act for (on `GET /v1/deliveries*`
+    /// optional: without it an admin sees every merchant's). A merchant
+    /// key always acts for its own merchant.
+    pub merchant_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Admin,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::caller::merchant_scope_or_all as scope;
+use super::caller::Scope;
 use super::payments::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, Retried};
@@ -27,13 +28,6 @@ pub struct ListQuery {
     /// 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Scope {
-    /// Admin tokens: only if it is this merchant's.
-    merchant_id: Option<String>,
 }
 
 pub fn view(d: &DeliveryRecord) -> Value {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::caller::merchant_scope;
+use super::caller::Scope;
 use super::payments::rfc3339;
 use super::{json_body, ApiError, AppState};
 use crate::delivery::{patterns, signing, ssrf};
@@ -19,13 +20,6 @@ pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 500;
 const MAX_PATTERNS: usize = 50;
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Scope {
-    /// Admin tokens only: the merchant to act for.
-    merchant_id: Option<String>,
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

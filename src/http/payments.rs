@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::caller::merchant_scope;
+use super::caller::Scope;
 use super::{ApiError, AppState};
 use crate::store::{EventRecord, PaymentKey, PaymentRecord, Registered, Registration};
 
@@ -16,13 +17,6 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Scope {
-    /// Admin tokens only: the merchant to act for.
-    merchant_id: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
