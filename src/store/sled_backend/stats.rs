@@ -76,10 +76,14 @@ impl Counters {
 
 impl Delta {
     /// What committing `stage` over `trees` changes in the counts.
-    pub(super) fn of(stage: &Stage, trees: &[::sled::Tree]) -> Delta {
+    /// `ids_before` is the writer's last id before the round: an inbox key
+    /// above it was handed out in this round, so the tree cannot hold it
+    /// (ids are never reused) and is not looked up.
+    pub(super) fn of(stage: &Stage, trees: &[::sled::Tree], ids_before: u64) -> Delta {
         let mut d = Delta::default();
         for (key, new) in stage.staged(INBOX) {
-            let had = trees[INBOX].contains_key(key).unwrap_or(false);
+            let fresh = u64_key(key).is_ok_and(|seq| seq > ids_before);
+            let had = !fresh && trees[INBOX].contains_key(key).unwrap_or(false);
             d.inbox += new.is_some() as i64 - had as i64;
         }
         for (tree, f) in [

@@ -202,7 +202,7 @@ impl Writer {
         let touched_relay = [ENDPOINTS, DELIVERIES, DUE]
             .iter()
             .any(|&t| !stage.maps[t].is_empty());
-        let counted = super::stats::Delta::of(&stage, &self.all);
+        let counted = super::stats::Delta::of(&stage, &self.all, ids_before);
         let failed = self.write(&stage).err().map(|e| e.to_string());
         let ticket = match &failed {
             None => {
