@@ -206,7 +206,7 @@ async fn sink(reg: Arc<Registry>) -> String {
     .await
 }
 
-/// A signed IPN: distinct payment, status `Succeed`.
+/// An IPN body (signed by [`post_ipn`]): distinct payment, status `Succeed`.
 fn ipn(phase: u32, n: usize) -> String {
     let created = chrono::Utc::now().timestamp();
     format!(
