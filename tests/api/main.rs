@@ -37,6 +37,7 @@ mod relay_tenancy;
 mod retention;
 mod returns;
 mod schemes;
+mod schemes_providers;
 mod sink;
 mod store_full;
 mod systemd_unit;
