@@ -24,6 +24,7 @@ mod openapi;
 mod ordering;
 mod payments;
 mod presets;
+mod presets_adyen_paymentsos;
 mod quarantine_bounds;
 mod relay_crash;
 mod relay_cycles;
