@@ -59,36 +59,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use ipn_relay::app::Application;
-use ipn_relay::config::Settings;
-use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use common::{client, env_num, epoch, pct_ms, post_ipn, server_cpu, verdict, Endpoint, Relay};
 
-const SECRET: &[u8] = b"bench-secret";
-const ENDPOINT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TARGET_STEADY_P99_MS: f64 = 50.0;
 const TARGET_STEP_P99_MS: f64 = 1000.0;
 const TARGET_RATE: u64 = 5000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The time base of every recorded instant (ns since the bench started).
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 /// Now, in ns since [`epoch`]; never 0 (0 means "not yet").
 fn now_ns() -> u64 {
@@ -99,43 +81,14 @@ fn ns_of(t: Instant) -> u64 {
     (t.saturating_duration_since(epoch()).as_nanos() as u64).max(1)
 }
 
-fn config(dir: &std::path::Path, sink_url: &str) -> Settings {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-[log]
-level = "error"
-[admin]
-tokens = ["bench-admin"]
-[storage]
-path = "{}"
-durability = "sync"
-[ingress]
-rate_limit = {{ per_second = 1000000, burst = 1000000 }}
-[delivery]
-allow_private_targets = true
-max_in_flight = 256
-per_endpoint = {{ per_second = 100000, burst = 100000, max_in_flight = 64 }}
-[[providers]]
-id = "acme"
-merchant_id = "shop-1"
-[providers.auth]
-secrets = ["bench-secret"]
-[providers.mapping.statuses]
-Succeed = "succeeded"
-[[merchants]]
-id = "shop-1"
-[[merchants.endpoints]]
-id = "ep_bench"
-url = "{sink_url}"
-secret = "{ENDPOINT_SECRET}"
-events = ["payment.*"]
-"#,
-        dir.join("store").display()
-    );
-    Settings::parse(&text, dir, &|_| None).expect("bench config")
+fn config(dir: &std::path::Path, sink_url: &str) -> ipn_relay::config::Settings {
+    let endpoint = Endpoint {
+        id: "ep_bench",
+        url: sink_url,
+        delivery: "",
+        extra: "events = [\"payment.*\"]\n",
+    };
+    common::settings(dir, "", "Succeed = \"succeeded\"\n", Some(endpoint))
 }
 
 /// One phase's IPNs, indexed by `n`: when each was due, answered and
@@ -201,15 +154,6 @@ impl Phase {
     }
 }
 
-/// Percentile `p` of sorted µs values, in ms (NaN if empty).
-fn pct_ms(v: &[u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i] as f64 / 1000.0
-}
-
 /// Phases by index: the sink routes each notification to its phase.
 #[derive(Default)]
 struct Registry {
@@ -252,92 +196,30 @@ impl Registry {
     }
 }
 
-/// The merchant endpoint: a minimal HTTP/1.1 server on the bench's own
-/// runtime (so its CPU is not counted as the relay's). Keep-alive,
-/// `content-length` bodies only (what the relay's client sends); answers
-/// `200 ok` as soon as the body is in.
+/// The merchant endpoint ([`common::sink`]): records every notification,
+/// answers `200 ok`.
 async fn sink(reg: Arc<Registry>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(sink_conn(stream, reg.clone()));
-        }
-    });
-    format!("http://127.0.0.1:{port}/hooks/e2e")
+    common::sink("/hooks/e2e", move |body| {
+        reg.record(body);
+        true
+    })
+    .await
 }
 
-async fn sink_conn(mut s: tokio::net::TcpStream, reg: Arc<Registry>) {
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 16384];
-    loop {
-        // Parse what is buffered; read more while the request is partial.
-        let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(head)) => {
-                    let len = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok())
-                        .and_then(|v| v.trim().parse::<usize>().ok());
-                    match len {
-                        Some(len) => Some((head, len)),
-                        None => return, // chunked or no body: not what the relay sends
-                    }
-                }
-                Ok(httparse::Status::Partial) => None,
-                Err(_) => return,
-            }
-        };
-        if let Some((head, len)) = parsed {
-            if buf.len() >= head + len {
-                reg.record(&buf[head..head + len]);
-                buf.drain(..head + len);
-                if s.write_all(OK).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-        }
-    }
-}
-
-/// A signed IPN: distinct payment, status `Succeed`.
-fn ipn(phase: u32, n: usize) -> (String, String) {
+/// An IPN body (signed by [`post_ipn`]): distinct payment, status `Succeed`.
+fn ipn(phase: u32, n: usize) -> String {
     let created = chrono::Utc::now().timestamp();
-    let body = format!(
+    format!(
         r#"{{"id":"e2e-{phase}-{n}","created":{created},"data":{{"payment_id":"pay-e2e-{phase}-{n}","status":"Succeed","amount":1000,"currency":"EUR"}}}}"#
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
-    mac.update(body.as_bytes());
-    (body, hex::encode(mac.finalize().into_bytes()))
+    )
 }
 
 /// POST IPN `n` of `phase`; records when it was answered (2xx) or counts a
 /// failure.
 async fn post(client: &reqwest::Client, url: &str, id: u32, phase: &Phase, n: usize) {
-    let (body, sig) = ipn(id, n);
+    let body = ipn(id, n);
     phase.started[n].store(now_ns(), Ordering::Relaxed);
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-Signature", sig)
-        .body(body)
-        .send()
-        .await;
-    match r {
+    match post_ipn(client, url, body).await {
         Ok(r) if r.status().is_success() => {
             let ok = r.bytes().await.is_ok();
             if ok {
@@ -352,66 +234,36 @@ async fn post(client: &reqwest::Client, url: &str, id: u32, phase: &Phase, n: us
     }
 }
 
-fn client(pool: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(pool)
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap()
-}
-
-/// Open loop: IPN `n` is due at `start + n / rate` and is sent by its own
-/// task, whatever the earlier ones are doing (at most `max_in_flight` at
-/// once; a task waiting for a slot still counts from its due time). Returns
-/// once every request has been answered or timed out.
-async fn paced(
+/// A paced phase, then the wait for its notifications (grace after the
+/// last answer). Open loop ([`common::paced`]): IPN `n` is due at
+/// `start + n / rate` and is sent by its own task, whatever the earlier
+/// ones are doing (at most `max_in_flight` at once; a task waiting for a
+/// slot still counts from its due time).
+async fn paced_phase(
     reg: &Registry,
     url: &str,
     rate: u64,
     secs: u64,
     max_in_flight: usize,
-) -> (u32, Arc<Phase>) {
+    grace: Duration,
+) -> Measured {
+    let cpu0 = server_cpu();
+    let t0 = Instant::now();
     let total = (rate * secs) as usize;
     let (id, phase) = reg.add(total);
-    let client = client(max_in_flight);
-    let sem = Arc::new(Semaphore::new(max_in_flight));
+    let client = client(max_in_flight, REQUEST_TIMEOUT);
     let url: Arc<str> = url.into();
-    let mut tasks = tokio::task::JoinSet::new();
-    let start = Instant::now() + Duration::from_millis(5);
-    let due = |n: usize| start + Duration::from_secs_f64(n as f64 / rate as f64);
-    let mut n = 0;
-    while n < total {
-        tokio::time::sleep_until(due(n).into()).await;
-        // Everything due by now (the timer wakes about once per ms).
-        let now = Instant::now();
-        while n < total && due(n) <= now {
-            phase.sent[n].store(ns_of(due(n)), Ordering::Relaxed);
-            let (client, sem, url, phase) =
-                (client.clone(), sem.clone(), url.clone(), phase.clone());
-            tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                post(&client, &url, id, &phase, n).await;
-            });
-            n += 1;
-        }
-        // Reap finished tasks so the set stays small.
-        while tasks.try_join_next().is_some() {}
-    }
+    let tasks = common::paced(rate, total, max_in_flight, |n, due| {
+        phase.sent[n].store(ns_of(due), Ordering::Relaxed);
+        let (client, url, phase) = (client.clone(), url.clone(), phase.clone());
+        async move { post(&client, &url, id, &phase, n).await }
+    })
+    .await;
     // Each request ends within REQUEST_TIMEOUT of starting; bound the wait
     // anyway (queued tasks start late).
-    let deadline = Instant::now() + REQUEST_TIMEOUT * 3;
-    while !tasks.is_empty() {
-        match tokio::time::timeout_at(deadline.into(), tasks.join_next()).await {
-            Ok(_) => {}
-            Err(_) => {
-                println!("  ({} requests still unanswered; abandoned)", tasks.len());
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-    (id, phase)
+    common::join_within(tasks, REQUEST_TIMEOUT * 3).await;
+    wait_delivered(&phase, Instant::now() + grace).await;
+    Measured::of(&phase, server_cpu().saturating_sub(cpu0), t0.elapsed())
 }
 
 /// Closed loop: `conns` connections send IPNs back to back until `total`
@@ -424,7 +276,7 @@ async fn burst(reg: &Registry, url: &str, total: usize, conns: usize) -> (u32, A
     for _ in 0..conns {
         let (next, url, phase) = (next.clone(), url.clone(), phase.clone());
         tasks.spawn(async move {
-            let client = client(1);
+            let client = client(1, REQUEST_TIMEOUT);
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed) as usize;
                 if n >= total {
@@ -441,15 +293,10 @@ async fn burst(reg: &Registry, url: &str, total: usize, conns: usize) -> (u32, A
 
 /// Wait until the sink has every notification of `phase` or `deadline`.
 async fn wait_delivered(phase: &Phase, deadline: Instant) -> bool {
-    loop {
-        if phase.received() >= phase.total() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::poll_until(deadline, Duration::from_millis(5), || {
+        phase.received() >= phase.total()
+    })
+    .await
 }
 
 /// Let a phase's leftover backlog drain before the next phase: wait until
@@ -469,36 +316,6 @@ async fn settle(reg: &Registry, max: Duration) {
         }
     }
     println!("  (still receiving notifications after {max:?}; going on)");
-}
-
-/// CPU time used so far by ipn-relay: every thread of this process but the
-/// bench runtime's (`bench-client`) and the main thread. Linux only (zero
-/// elsewhere); threads that ended are not counted.
-fn server_cpu() -> Duration {
-    let me = std::process::id().to_string();
-    let mut ticks = 0u64;
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let dir = t.path();
-        if dir.file_name().and_then(|n| n.to_str()) == Some(me.as_str()) {
-            continue;
-        }
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with("bench-client") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let t = |i: usize| f.get(i - 3).map_or(0, |v| v.parse::<u64>().unwrap_or(0));
-        ticks += t(14) + t(15);
-    }
-    // USER_HZ is 100 on every Linux this runs on.
-    Duration::from_millis(ticks * 10)
 }
 
 /// What one paced or burst phase measured.
@@ -561,31 +378,6 @@ impl Measured {
     }
 }
 
-/// A paced phase, then the wait for its notifications (grace after the
-/// last answer).
-async fn paced_phase(
-    reg: &Registry,
-    url: &str,
-    rate: u64,
-    secs: u64,
-    max_in_flight: usize,
-    grace: Duration,
-) -> Measured {
-    let cpu0 = server_cpu();
-    let t0 = Instant::now();
-    let (_, phase) = paced(reg, url, rate, secs, max_in_flight).await;
-    wait_delivered(&phase, Instant::now() + grace).await;
-    Measured::of(&phase, server_cpu().saturating_sub(cpu0), t0.elapsed())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "MET"
-    } else {
-        "MISS"
-    }
-}
-
 fn main() {
     let rate = env_num("E2E_RATE", 1000).max(1);
     let secs = env_num("E2E_SECONDS", 20).max(1);
@@ -605,21 +397,13 @@ fn main() {
     let want = |p: &str| phases.split(',').any(|x| x.trim() == p);
 
     epoch();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let reg = Arc::new(Registry::default());
         let sink_url = sink(reg.clone()).await;
-        let app = Application::build(config(dir.path(), &sink_url)).unwrap();
-        let url = format!("http://127.0.0.1:{}/v1/ipn/acme", app.port());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async move {
-            let _ = rx.await;
-        }));
+        let relay = Relay::start(config(dir.path(), &sink_url));
+        let url = relay.ipn_url();
         println!(
             "e2e benchmark: ipn-relay (durability sync) -> in-process sink; generator, sink and relay share this process, {} CPUs",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -742,8 +526,7 @@ fn main() {
         }
 
         let stray = reg.stray.load(Ordering::Relaxed);
-        let _ = tx.send(());
-        if tokio::time::timeout(Duration::from_secs(30), running).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), relay.stop()).await.is_err() {
             println!("(ipn-relay did not shut down within 30 s)");
         }
 

@@ -43,6 +43,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,50 +52,17 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use hmac::{Hmac, Mac};
-use ipn_relay::app::Application;
+use common::{env_num, pct_ms, post_ipn, server_cpu, Relay};
 use ipn_relay::auth;
 use ipn_relay::config::Settings;
-use sha2::Sha256;
 use tokio::sync::watch;
 
-const SECRET: &[u8] = b"bench-secret";
 const TARGET_RATIO: f64 = 0.6;
 const TARGET_P99_MS: f64 = 10.0;
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
+/// No delivery: IPNs are acknowledged and applied, nothing is notified.
 fn config(dir: &std::path::Path) -> Settings {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-[log]
-level = "error"
-[admin]
-tokens = ["bench-admin"]
-[storage]
-path = "{}"
-durability = "sync"
-[ingress]
-rate_limit = {{ per_second = 1000000, burst = 1000000 }}
-[[providers]]
-id = "acme"
-merchant_id = "shop-1"
-[providers.auth]
-secrets = ["bench-secret"]
-[[merchants]]
-id = "shop-1"
-"#,
-        dir.join("store").display()
-    );
-    Settings::parse(&text, dir, &|_| None).expect("bench config")
+    common::settings(dir, "", "", None)
 }
 
 #[derive(Default)]
@@ -116,42 +85,8 @@ impl Stats {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
     fn pct(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
+        pct_ms(&self.latencies_us, p)
     }
-}
-
-/// CPU time used so far by the servers: every thread of this process but
-/// the load generator's runtime (`bench-client`) and the main thread.
-/// Linux only (zero elsewhere); threads that ended are not counted.
-fn server_cpu() -> Duration {
-    let me = std::process::id().to_string();
-    let mut ticks = 0u64;
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let dir = t.path();
-        if dir.file_name().and_then(|n| n.to_str()) == Some(me.as_str()) {
-            continue;
-        }
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with("bench-client") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let t = |i: usize| f.get(i - 3).map_or(0, |v| v.parse::<u64>().unwrap_or(0));
-        ticks += t(14) + t(15);
-    }
-    // USER_HZ is 100 on every Linux this runs on.
-    Duration::from_millis(ticks * 10)
 }
 
 /// `conns` connections, each sending unique signed IPNs back to back for
@@ -175,18 +110,8 @@ async fn load(port: u16, conns: usize, secs: u64, run: &str) -> Stats {
                 let body = format!(
                     r#"{{"id":"evt_{run}_{n}","created":1700000000,"data":{{"payment_id":"pay_{run}_{n}","status":"pending","amount":1000,"currency":"EUR"}}}}"#
                 );
-                let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
-                mac.update(body.as_bytes());
-                let sig = hex::encode(mac.finalize().into_bytes());
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("X-Signature", sig)
-                    .body(body)
-                    .send()
-                    .await;
-                match r {
+                match post_ipn(&client, &url, body).await {
                     Ok(r) if r.status().is_success() => {
                         let id = r.headers().get("x-request-id").cloned();
                         let _ = r.bytes().await;
@@ -527,11 +452,7 @@ fn main() {
     let burst_secs = env_num("BENCH_BURST_SECONDS", 4).max(1);
     let burst_rounds = env_num("BENCH_ROUNDS", 3);
     let conns = env_num("BENCH_CONNECTIONS", 64) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         println!(
@@ -540,9 +461,9 @@ fn main() {
         );
 
         if std::env::var("BENCH_ONLY").as_deref() == Ok("app") {
-            let app = Application::build(config(dir.path())).unwrap();
-            let port = app.port();
-            tokio::spawn(app.run_until(std::future::pending()));
+            // Kept to the end: dropping it would stop ipn-relay.
+            let relay = Relay::start(config(dir.path()));
+            let port = relay.port;
             let cpu0 = server_cpu();
             let mut s = load(port, conns, sustained_secs, "app").await;
             let drained = drain(port, s.last_id.as_deref()).await;
@@ -555,12 +476,8 @@ fn main() {
         // drift then hits each of them alike, round after round.
         let (bare_h, bare_port) = bare().await;
         let (min_h, min_port, m) = minimal(dir.path()).await;
-        let app = Application::build(config(dir.path())).unwrap();
-        let app_port = app.port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async move {
-            let _ = rx.await;
-        }));
+        let relay = Relay::start(config(dir.path()));
+        let app_port = relay.port;
         let ports = [bare_port, min_port, app_port];
         load(bare_port, conns, 1, "warm").await;
         load(min_port, conns, 1, "warm").await;
@@ -576,8 +493,7 @@ fn main() {
             let o = regime("sustained", ports, conns, sustained_secs, sustained_rounds).await;
             results.push((format!("sustained ({sustained_secs} s rounds)"), o));
         }
-        let _ = tx.send(());
-        let _ = running.await;
+        relay.stop().await;
         bare_h.stop(true).await;
         min_h.stop(true).await;
         m.commit.stop().await;

@@ -27,80 +27,35 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use ipn_relay::app::Application;
-use ipn_relay::config::Settings;
-use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
-
-const SECRET: &[u8] = b"bench-secret";
-const ENDPOINT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
+use common::{env_num, epoch, post_ipn, verdict, Endpoint, Relay};
 
 /// ms since [`epoch`]; never 0 (0 = not yet).
 fn now_ms() -> u64 {
     (epoch().elapsed().as_millis() as u64).max(1)
 }
 
-fn config(dir: &std::path::Path, sink_url: &str) -> Settings {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-[log]
-level = "error"
-[admin]
-tokens = ["bench-admin"]
-[storage]
-path = "{}"
-durability = "sync"
-[retention]
+fn config(dir: &std::path::Path, sink_url: &str) -> ipn_relay::config::Settings {
+    let retention = r#"[retention]
 task_results = "1m"
 dedupe_window = "1m"
 events = "2m"
-[ingress]
-rate_limit = {{ per_second = 1000000, burst = 1000000 }}
-[delivery]
-allow_private_targets = true
-timeout = "5s"
+"#;
+    let endpoint = Endpoint {
+        id: "ep_soak",
+        url: sink_url,
+        delivery: r#"timeout = "5s"
 retry_schedule = ["1s", "2s", "4s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s", "5s"]
-max_in_flight = 256
-per_endpoint = {{ per_second = 100000, burst = 100000, max_in_flight = 64 }}
-[[providers]]
-id = "acme"
-merchant_id = "shop-1"
-[providers.auth]
-secrets = ["bench-secret"]
-[providers.mapping.statuses]
-Failed = "failed"
-[[merchants]]
-id = "shop-1"
-[[merchants.endpoints]]
-id = "ep_soak"
-url = "{sink_url}"
-secret = "{ENDPOINT_SECRET}"
 "#,
-        dir.join("store").display()
-    );
-    Settings::parse(&text, dir, &|_| None).expect("soak config")
+        extra: "",
+    };
+    common::settings(dir, retention, "Failed = \"failed\"\n", Some(endpoint))
 }
 
 /// Per IPN: when it was acknowledged and first arrived at the sink (ms).
@@ -153,65 +108,18 @@ impl Book {
     }
 }
 
+/// The merchant endpoint ([`common::sink`]): `200 ok` while the book says
+/// up, else `503 down`.
 async fn sink(book: Arc<Book>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(sink_conn(s, book.clone()));
-        }
-    });
-    format!("http://127.0.0.1:{port}/hooks/soak")
+    common::sink("/hooks/soak", move |body| book.record(body)).await
 }
 
-async fn sink_conn(mut s: tokio::net::TcpStream, book: Arc<Book>) {
-    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    const DOWN: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown";
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 16384];
-    loop {
-        let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(head)) => req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .map(|len| (head, len)),
-                Ok(httparse::Status::Partial) => None,
-                Err(_) => return,
-            }
-        };
-        if let Some((head, len)) = parsed {
-            if buf.len() >= head + len {
-                let ok = book.record(&buf[head..head + len]);
-                buf.drain(..head + len);
-                if s.write_all(if ok { OK } else { DOWN }).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-        }
-    }
-}
-
-fn ipn(n: usize, payments: u64) -> (String, String) {
+fn ipn(n: usize, payments: u64) -> String {
     let created = chrono::Utc::now().timestamp();
     let pay = n as u64 % payments;
-    let body = format!(
+    format!(
         r#"{{"id":"soak-{n}","created":{created},"data":{{"payment_id":"pay-{pay}","status":"Failed","authorization_id":"au-{n}","amount":1000,"currency":"EUR"}}}}"#
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
-    mac.update(body.as_bytes());
-    (body, hex::encode(mac.finalize().into_bytes()))
+    )
 }
 
 fn rss_bytes() -> u64 {
@@ -247,22 +155,14 @@ fn main() {
     let grace = env_num("SOAK_GRACE", 120);
     let total = (rate * secs) as usize;
     epoch();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = dir.path().join("store");
         let book = Arc::new(Book::new(total));
         let sink_url = sink(book.clone()).await;
-        let app = Application::build(config(dir.path(), &sink_url)).unwrap();
-        let url: Arc<str> = format!("http://127.0.0.1:{}/v1/ipn/acme", app.port()).into();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(app.run_until(async move {
-            let _ = rx.await;
-        }));
+        let relay = Relay::start(config(dir.path(), &sink_url));
+        let url: Arc<str> = relay.ipn_url().into();
         println!(
             "soak: {rate} IPN/s for {secs} s over {payments} payments; sink {up_s} s up / {down_s} s down; retention events 2m, dedupe 1m"
         );
@@ -306,33 +206,15 @@ fn main() {
             })
         };
 
-        // The open-loop generator.
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(512)
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap();
-        let sem = Arc::new(Semaphore::new(512));
+        // The open-loop generator ([`common::paced`]).
+        let client = common::client(512, Duration::from_secs(10));
         let failed = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for n in 0..total {
-            let due = t0 + Duration::from_secs_f64(n as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-            let (client, sem, url, book, failed) =
-                (client.clone(), sem.clone(), url.clone(), book.clone(), failed.clone());
-            tasks.spawn(async move {
-                let _p = sem.acquire_owned().await;
-                let (body, sig) = ipn(n, payments);
-                let r = client
-                    .post(&*url)
-                    .header("content-type", "application/json")
-                    .header("X-Signature", sig)
-                    .body(body)
-                    .send()
-                    .await;
-                let ok = match r {
+        let mut tasks = common::paced(rate, total, 512, |n, _| {
+            let (client, url, book, failed) =
+                (client.clone(), url.clone(), book.clone(), failed.clone());
+            async move {
+                let ok = match post_ipn(&client, &url, ipn(n, payments)).await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };
@@ -341,30 +223,24 @@ fn main() {
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
-            });
-            while tasks.try_join_next().is_some() {}
-        }
+            }
+        })
+        .await;
         while tasks.join_next().await.is_some() {}
         println!("sent {total} in {:.1} s; {} not acknowledged", t0.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed));
 
         // Grace: until every acked IPN arrived.
         let deadline = Instant::now() + Duration::from_secs(grace);
-        loop {
-            let missing = (0..total)
-                .filter(|&n| {
-                    book.acked[n].load(Ordering::Relaxed) > 0
-                        && book.arrived[n].load(Ordering::Relaxed) == 0
-                })
-                .count();
-            if missing == 0 || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        common::poll_until(deadline, Duration::from_millis(200), || {
+            (0..total).all(|n| {
+                book.acked[n].load(Ordering::Relaxed) == 0
+                    || book.arrived[n].load(Ordering::Relaxed) > 0
+            })
+        })
+        .await;
         done.store(true, Ordering::Relaxed);
         let _ = sampler.await;
-        let _ = tx.send(());
-        let _ = running.await;
+        relay.stop().await;
 
         report(&book, &samples.lock().unwrap(), &recoveries.lock().unwrap());
     });
@@ -436,8 +312,8 @@ fn report(book: &Book, samples: &[Sample], recoveries: &[u64]) {
     }
     println!(
         "\nsummary: lost {lost} (target 0: {}), out of order {out_of_order} (target 0: {}), max lag after recovery {:.2} s",
-        if lost == 0 { "MET" } else { "MISS" },
-        if out_of_order == 0 { "MET" } else { "MISS" },
+        verdict(lost == 0),
+        verdict(out_of_order == 0),
         lags.iter().cloned().fold(0.0, f64::max)
     );
 }
