@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             apply::reprocess_errored_task_queues_it_again,
             reads::events_only_the_merchants_own,
             reads::events_in_apply_order,
+            reads::events_after_reopen_list_every_applied_event,
             reads::events_after_cursor_resumes_strictly_after,
             reads::events_unknown_cursor_is_refused,
             reads::events_payment_filter_and_limit,

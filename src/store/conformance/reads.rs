@@ -72,6 +72,32 @@ pub(super) async fn events_in_apply_order(b: Backend) {
     );
 }
 
+/// After a reopen the feed lists every event applied before, at once,
+/// also when the last one applied has the lowest event id.
+pub(super) async fn events_after_reopen_list_every_applied_event(b: Backend) {
+    let s = b.open().await;
+    let key = PaymentKey::new("m1", "pay_1");
+    for (k, at) in [("evt_early", NOW), ("evt_late", NOW + 60_000)] {
+        s.accept(ipn("stripe", k, at), at).await.unwrap();
+    }
+    let w = take(&*s, 2).await;
+    let late = change(&w[1], 0, &key, 0, Status::Authorized, NOW + 70_000);
+    let early = change(&w[0], 0, &key, 1, Status::Succeeded, NOW + 80_000);
+    apply_done(&*s, complete(&w[1], vec![late.clone()], NOW + 70_000)).await;
+    apply_done(&*s, complete(&w[0], vec![early.clone()], NOW + 80_000)).await;
+    settle(&*s).await;
+    s.close();
+    drop(s);
+
+    let s = b.open().await;
+    let got = feed(&*s, "m1", None, None, 10).await;
+    assert_eq!(got, carried(&[&late, &early]));
+    assert!(
+        got[1].event_id < got[0].event_id,
+        "the last applied sorts first by id"
+    );
+}
+
 /// `after` resumes strictly after the cursor, also once more events came.
 pub(super) async fn events_after_cursor_resumes_strictly_after(b: Backend) {
     let s = b.open().await;

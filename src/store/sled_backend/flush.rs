@@ -144,8 +144,8 @@ impl GroupCommit {
 
     /// Wait (at most `limit`) until the durable mark reaches `mark`, a
     /// position already committed; returns the durable mark then. A
-    /// committed write always takes a ticket, which asks for a flush, so
-    /// this ends after at most two flushes unless one fails.
+    /// committed write always takes a ticket with its mark, which asks for
+    /// a flush, so this ends after at most two flushes unless one fails.
     pub async fn wait_mark(&self, mark: u64, limit: std::time::Duration) -> u64 {
         let mut rx = self.shared.done.subscribe();
         let _ = tokio::time::timeout(

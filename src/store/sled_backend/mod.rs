@@ -263,12 +263,12 @@ impl SledStore {
             .open()
             .map_err(|e| open_error(path, e))?;
         let trees = Trees::open(&db)?;
-        let last_feed = match trees.event_ids.iter().values().next_back() {
-            Some(v) => u64_key(&v?)?,
-            None => 0,
-        };
+        // Every id handed out so far is on disk: the durable mark (the last
+        // feed position) starts there. (Not the position of the highest event
+        // id: ids sort by arrival, positions by apply.)
+        let id_last = writer::last_id(&trees, &db)?;
         let commit = Arc::new(
-            flush::GroupCommit::start(db.clone(), path, last_feed)
+            flush::GroupCommit::start(db.clone(), path, id_last)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?,
         );
         let queue = Arc::new(queue::WorkQueue::new());
@@ -276,12 +276,12 @@ impl SledStore {
         let (relay_tx, relay) = tokio::sync::watch::channel(0u64);
         let stats = Arc::new(stats::Counters::open(&trees)?);
         let w = writer::Writer::new(
-            db.clone(),
             trees.clone(),
             commit.clone(),
             queue.clone(),
             Arc::new(relay_tx),
             stats.clone(),
+            id_last,
         )?;
         let handle = std::thread::Builder::new()
             .name("ipn-relay-writer".into())

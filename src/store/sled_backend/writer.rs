@@ -1,6 +1,7 @@
 //! The one writer: rounds of queued operations, each round one sled
-//! transaction and one group-commit ticket. The verbs themselves live in
-//! [`super::ingest_ops`] and [`super::relay_ops`].
+//! transaction and one group-commit ticket. The verbs live in
+//! [`super::ingest_ops`] and [`super::relay_ops`]; the probe and the backup
+//! run here.
 //!
 //! An operation reads the trees through the round's [`Stage`] (so it sees
 //! what earlier operations of the round wrote) and stages its writes. If
@@ -109,20 +110,16 @@ pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreErr
 
 impl Writer {
     pub fn new(
-        db: ::sled::Db,
         t: Trees,
         commit: Arc<GroupCommit>,
         queue: Arc<WorkQueue>,
         relay: Arc<tokio::sync::watch::Sender<u64>>,
         stats: Arc<super::stats::Counters>,
+        id_last: u64,
     ) -> Result<Writer, StoreError> {
         let quarantine_seq = match t.quarantine.last()? {
             Some((k, _)) => u64_key(&k)? + 1,
             None => 0,
-        };
-        let id_last = match t.meta.get(ID_LAST)? {
-            Some(v) => u64_key(&v)?,
-            None => ids_in_use(&t, &db)?,
         };
         let mut endpoints: HashMap<String, Vec<EndpointRecord>> = HashMap::new();
         for v in t.endpoints.iter().values() {
@@ -348,6 +345,15 @@ pub(super) mod tree {
     pub const HISTORY: usize = super::HISTORY;
     pub const DELIVERIES: usize = super::DELIVERIES;
     pub const ATTEMPTS: usize = super::ATTEMPTS;
+}
+
+/// The last id handed out (at open): `id_last` in `meta`, or for a store
+/// written before that key existed, the highest id it has in use.
+pub(super) fn last_id(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
+    match t.meta.get(ID_LAST)? {
+        Some(v) => u64_key(&v),
+        None => ids_in_use(t, db),
+    }
 }
 
 /// The highest id a store written before `id_last` existed has in use (once,
