@@ -304,6 +304,12 @@ impl Writer {
     ) -> Result<usize, StoreError> {
         let mut n = 0;
         for (tree, key, expected) in keys {
+            // A request goes only with its task (listed before it): a task
+            // reprocessed since retention read it keeps its request, which
+            // its new inbox entry needs.
+            if tree == REQUESTS && self.get(stage, TASKS, &key)?.is_some() {
+                continue;
+            }
             if self.get(stage, tree, &key)?.as_ref() == Some(&expected) {
                 stage.put(tree, key, None);
                 n += 1;

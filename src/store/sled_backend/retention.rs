@@ -47,10 +47,12 @@ impl SledStore {
             let (k, v) = kv?;
             let t: TaskRecord = dec(&v)?;
             if t.state != TaskState::Processing && now - t.created_at >= r.events {
+                // The task first: the writer drops a request only once its
+                // task is gone (see `remove_if`).
+                keys.push((tree::TASKS, k.to_vec(), v));
                 if let Some(req) = self.trees.requests.get(&k)? {
                     keys.push((tree::REQUESTS, k.to_vec(), req));
                 }
-                keys.push((tree::TASKS, k.to_vec(), v));
                 p.requests += 1;
             }
             if keys.len() >= CHUNK {

@@ -96,3 +96,55 @@ fn quarantine_values_of_both_layouts_decode() {
     let current = QuarantineRecord::new("acme".into(), 8, "r".into(), None, vec![], b"abc");
     assert_eq!(dec_quarantine(&enc(&current).unwrap()).unwrap(), current);
 }
+
+/// Retention read an errored task and its request; before its removals
+/// reach the writer, the task is reprocessed. The task changed, so it
+/// stays, and so must its request: its new inbox entry needs it.
+#[tokio::test]
+async fn retention_racing_a_reprocess_keeps_the_request_of_the_reprocessed_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(&dir.path().join("store"), SledOptions { sync: true }).unwrap();
+    let ipn = new_ipn("raced");
+    let id = ipn.request.request_id;
+    s.accept(ipn, 1_700_000_000_000).await.unwrap();
+    let w = s
+        .next_work(10, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    let fail = Plan::Fail {
+        work: w.id,
+        request: w.request.clone(),
+        error: TaskError {
+            code: "unknown_merchant".into(),
+            message: "m".into(),
+        },
+        now: 1_700_000_000_001,
+    };
+    assert_eq!(s.apply(vec![fail]).await.unwrap(), [Applied::Done]);
+    // What retention's scan read.
+    let task = s.trees.tasks.get(id.as_bytes()).unwrap().unwrap();
+    let req = s.trees.requests.get(id.as_bytes()).unwrap().unwrap();
+
+    assert_eq!(
+        s.reprocess(id, 1_700_000_000_002).await.unwrap(),
+        Reprocess::Queued
+    );
+    let keys = vec![
+        (writer::tree::TASKS, id.as_bytes().to_vec(), task),
+        (writer::tree::REQUESTS, id.as_bytes().to_vec(), req),
+    ];
+    let removed = s
+        .write(true, |reply| writer::Op::RemoveIf(keys, reply))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+    assert!(
+        s.request(id).await.unwrap().is_some(),
+        "the request is gone"
+    );
+    assert_eq!(
+        s.task(id).await.unwrap().map(|t| t.state),
+        Some(TaskState::Processing)
+    );
+}
