@@ -31,10 +31,18 @@ async fn an_event_named_by_a_task_result_is_in_the_feed_during_a_slow_flush() {
 
     for (n, status) in ["Pending", "Succeed"].into_iter().enumerate() {
         let body = serde_json::to_vec(&generic(&format!("feed_{n}"), "pay_feed", status)).unwrap();
+        let posted = Instant::now();
         let (code, ack) = post_signed_status(&client, &base, &settings, body)
             .await
             .expect("acknowledged");
         assert_eq!(code, 202, "{ack}");
+        // The ack waits for its flush (durability = sync): at least the
+        // armed sleep, or the failpoint is not armed and this test shows
+        // nothing (a lower bound set by the test itself, not a timing race).
+        assert!(
+            posted.elapsed() >= Duration::from_millis(600),
+            "the slowed flush did not happen: build with --features failpoints"
+        );
         let id = ack["request_id"].as_str().unwrap();
 
         // The task result as soon as it shows: the write that completed it
