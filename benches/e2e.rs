@@ -27,7 +27,7 @@
 //!    load generator, not the relay, was short of CPU). Targets: p99 <=
 //!    50 ms, nothing missing.
 //! 2. **steps**: the same generator at each rate of `E2E_STEPS` (default
-//!    `1000,2000,3000,5000,7000`) for `E2E_STEP_SECONDS` (default 10); a
+//!    `1000,2000,3000,4000,5000,7000`) for `E2E_STEP_SECONDS` (default 10); a
 //!    step passes if every IPN is acked and delivered within the grace and
 //!    the end-to-end p99 is under 1 s. Stops at the first step that fails;
 //!    reports the best passing rate. Target >= 5000/s.
@@ -101,6 +101,8 @@ struct Phase {
     received: AtomicU64,
     duplicates: AtomicU64,
     ack_failed: AtomicU64,
+    /// Why the first failed post failed (status or error), for the report.
+    first_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Phase {
@@ -114,7 +116,14 @@ impl Phase {
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             ack_failed: AtomicU64::new(0),
+            first_failure: std::sync::Mutex::new(None),
         }
+    }
+
+    fn failed(&self, why: String) {
+        self.ack_failed.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert(why);
     }
 
     fn total(&self) -> u64 {
@@ -220,17 +229,16 @@ async fn post(client: &reqwest::Client, url: &str, id: u32, phase: &Phase, n: us
     let body = ipn(id, n);
     phase.started[n].store(now_ns(), Ordering::Relaxed);
     match post_ipn(client, url, body).await {
-        Ok(r) if r.status().is_success() => {
-            let ok = r.bytes().await.is_ok();
-            if ok {
-                phase.acked[n].store(now_ns(), Ordering::Relaxed);
-            } else {
-                phase.ack_failed.fetch_add(1, Ordering::Relaxed);
-            }
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(_) => phase.acked[n].store(now_ns(), Ordering::Relaxed),
+            Err(e) => phase.failed(format!("reading the ack: {e}")),
+        },
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            phase.failed(format!("{status}: {body}"));
         }
-        _ => {
-            phase.ack_failed.fetch_add(1, Ordering::Relaxed);
-        }
+        Err(e) => phase.failed(format!("{e}")),
     }
 }
 
@@ -326,6 +334,7 @@ struct Measured {
     lag: Vec<u64>,
     missing: u64,
     ack_failed: u64,
+    first_failure: Option<String>,
     duplicates: u64,
     cpu: Duration,
     wall: Duration,
@@ -340,6 +349,11 @@ impl Measured {
             lag: phase.deltas_us(&phase.sent, &phase.started),
             missing: phase.total() - phase.received().min(phase.total()),
             ack_failed: phase.ack_failed.load(Ordering::Relaxed),
+            first_failure: phase
+                .first_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             duplicates: phase.duplicates.load(Ordering::Relaxed),
             cpu,
             wall,
@@ -369,6 +383,9 @@ impl Measured {
             pct_ms(&self.lag, 0.99),
             pct_ms(&self.lag, 1.0),
         );
+        if let Some(why) = &self.first_failure {
+            println!("{indent}first ack failure: {why}");
+        }
         let secs = self.wall.as_secs_f64().max(1e-9);
         println!(
             "{indent}server cpu {:.0} us/IPN, {:.0}% of one core",
@@ -388,7 +405,7 @@ fn main() {
     let burst_conns = env_num("E2E_BURST_CONNECTIONS", 64).max(1) as usize;
     let burst_timeout = Duration::from_secs(env_num("E2E_BURST_TIMEOUT", 120));
     let steps: Vec<u64> = std::env::var("E2E_STEPS")
-        .unwrap_or_else(|_| "1000,2000,3000,5000,7000".into())
+        .unwrap_or_else(|_| "1000,2000,3000,4000,5000,7000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .filter(|&r| r > 0)
