@@ -398,8 +398,8 @@ impl Store for SledStore {
         };
         // Only durable events are listed, so a cursor never passes an event a
         // crash could take back. Read your writes: an event that is committed
-        // (a task result may already name it) is waited for, at most one
-        // group flush, rather than left out. Should the flush fail (the
+        // (a task result may already name it) is waited for (the flush in
+        // progress and at most one more) rather than left out. Should the flush fail (the
         // service is going down), what is durable is listed.
         let last = found.last().map_or(0, |(pos, _)| *pos);
         let upto = self.commit.wait_mark(last, FEED_FLUSH_WAIT).await;
