@@ -71,7 +71,18 @@ async fn metrics_follow_ingress_processing_and_delivery() {
     })
     .await;
 
-    let (after, text) = scrape(&app).await;
+    // The attempt's metrics are counted once its result is recorded, just
+    // after the store shows it: scrape until they are there.
+    let succeeded = "ipn_relay_deliveries_total{result=\"succeeded\"}";
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (after, text) = loop {
+        let (after, text) = scrape(&app).await;
+        if get(&after, succeeded) > get(&before, succeeded) {
+            break (after, text);
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let delta = |k: &str| get(&after, k) - get(&before, k);
     let ingress = |result: &str| {
         delta(&format!(
