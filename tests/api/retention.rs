@@ -41,8 +41,11 @@ async fn held(app: &TestApp) -> [usize; 4] {
 async fn under_steady_load_what_the_store_holds_levels_off() {
     let sink = Sink::start().await;
     let clock = ManualClock::starting_now();
+    // A failed attempt would wait for the test's clock (1 h retry), so give
+    // a machine short of CPU a long attempt timeout (it failed once under
+    // three CPU hogs beside the whole suite).
     let body = relay_config(
-        "",
+        "timeout = \"60s\"\n",
         &[endpoint_toml("ep_ret", &sink.url("/ret"), SECRET_1, "")],
         &[],
     )
