@@ -110,7 +110,7 @@ pub(crate) fn no_core_dumps(cmd: &mut Command) {
     }
 }
 
-pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -119,7 +119,7 @@ pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStat
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -192,7 +192,7 @@ async fn scenario(point: &str, n: u32) {
         }
         settle(&client, &base, &mut child, &ids).await;
     }
-    let Some(status) = wait_exit(&mut child, Duration::from_secs(10)) else {
+    let Some(status) = wait_exit(&mut child, Duration::from_secs(10)).await else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("{point}={n}: the crash point never fired; the process outlived all IPNs");

@@ -146,7 +146,7 @@ async fn scenario(point: &str, n: u32) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    let Some(status) = wait_exit(&mut child, Duration::from_secs(10)) else {
+    let Some(status) = wait_exit(&mut child, Duration::from_secs(10)).await else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("{ctx}: the crash point never fired");
@@ -326,7 +326,9 @@ async fn sigterm_lets_an_attempt_in_flight_finish_and_leaves_the_rest_pending() 
     }
     // SIGTERM while the first attempt is in flight (the sink holds it 1 s).
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("exits after SIGTERM");
+    let status = wait_exit(&mut child, Duration::from_secs(15))
+        .await
+        .expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert_eq!(
         sink.received("/hook").len(),

@@ -223,7 +223,8 @@ async fn scenario(n: usize) {
         assert!(code < 300, "{ctx}: {name} answered {code}: {v}");
     }
     let got = api.op(n, &dead).await;
-    let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    let status = status.unwrap_or_else(|| {
         let _ = child.kill();
         panic!("{ctx}: the crash point never fired (answer: {got:?})")
     });
