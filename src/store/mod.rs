@@ -32,7 +32,8 @@
 //! verbs return only when their write is fsynced. `apply` returns once its
 //! write is committed; the events it wrote become visible to
 //! [`Store::events`] only once they are durable, so nobody reads an event
-//! that a crash could take back.
+//! that a crash could take back (a read waits for that flush rather than
+//! leave a committed event out).
 //!
 //! ## Write errors
 //!
