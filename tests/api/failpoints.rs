@@ -272,7 +272,8 @@ async fn wait_idle(client: &reqwest::Client, base: &str) {
     }
 }
 
-async fn get(client: &reqwest::Client, url: String, token: Option<&str>) -> Value {
+/// GET `url` (with a Bearer `token`), which must answer 200; its JSON.
+pub(crate) async fn get(client: &reqwest::Client, url: String, token: Option<&str>) -> Value {
     let mut rb = client.get(url);
     if let Some(t) = token {
         rb = rb.bearer_auth(t);

@@ -10,9 +10,9 @@
 use std::time::{Duration, Instant};
 
 use ipn_relay::config::Settings;
-use serde_json::Value;
 
 use crate::crash::{post_signed_status, serve_command, spawn_serve, write_config};
+use crate::failpoints::get;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,14 +49,7 @@ async fn an_event_named_by_a_task_result_is_in_the_feed_during_a_slow_flush() {
         // is committed, its flush has just begun.
         let deadline = Instant::now() + Duration::from_secs(20);
         let result = loop {
-            let r: Value = client
-                .get(format!("{base}/v1/async/result/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = get(&client, format!("{base}/v1/async/result/{id}"), None).await;
             if r["status"] != "processing" {
                 break r;
             }
@@ -70,15 +63,8 @@ async fn an_event_named_by_a_task_result_is_in_the_feed_during_a_slow_flush() {
             .to_string();
 
         let started = Instant::now();
-        let feed: Value = client
-            .get(format!("{base}/v1/events?payment_id=pay_feed"))
-            .bearer_auth(SHOP_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{base}/v1/events?payment_id=pay_feed");
+        let feed = get(&client, url, Some(SHOP_KEY)).await;
         let waited = started.elapsed();
         let ids: Vec<&str> = feed["data"]
             .as_array()

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use crate::crash::{post_signed_status, serve_command, spawn_serve};
 use crate::exactly_once::attempt;
-use crate::failpoints::{no_core_dumps, wait_exit};
+use crate::failpoints::{get, no_core_dumps, wait_exit};
 use crate::helpers::*;
 use crate::relay_helpers::SECRET_1;
 use crate::sink::{Reply, Sink};
@@ -214,11 +214,16 @@ pub(crate) async fn wait_all_delivered(
 ) -> HashMap<String, Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let feed: Value = get(client, &format!("{base}/v1/events?limit=1000"), SHOP_KEY).await;
+        let feed: Value = get(
+            client,
+            format!("{base}/v1/events?limit=1000"),
+            Some(SHOP_KEY),
+        )
+        .await;
         let pending: Value = get(
             client,
-            &format!("{base}/v1/deliveries?state=pending&limit=1000"),
-            ADMIN,
+            format!("{base}/v1/deliveries?state=pending&limit=1000"),
+            Some(ADMIN),
         )
         .await;
         let events = feed["data"].as_array().unwrap();
@@ -226,7 +231,12 @@ pub(crate) async fn wait_all_delivered(
             && pending["data"].as_array().unwrap().is_empty()
             && received_events(sink).len() == n
         {
-            let all: Value = get(client, &format!("{base}/v1/deliveries?limit=1000"), ADMIN).await;
+            let all: Value = get(
+                client,
+                format!("{base}/v1/deliveries?limit=1000"),
+                Some(ADMIN),
+            )
+            .await;
             let all = all["data"].as_array().unwrap();
             assert_eq!(
                 all.len(),
@@ -248,12 +258,6 @@ pub(crate) async fn wait_all_delivered(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn get(client: &reqwest::Client, url: &str, token: &str) -> Value {
-    let r = client.get(url).bearer_auth(token).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{url}");
-    r.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
