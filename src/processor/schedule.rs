@@ -156,7 +156,7 @@ mod tests {
     fn pending(seq: u64, received_at: i64, window_ms: i64, cands: Vec<Candidate>) -> Pending {
         Pending::new(
             Work {
-                id: WorkId(seq),
+                id: WorkId::single(seq),
                 request: Arc::new(RawRequest {
                     request_id: uuid::Uuid::new_v4(),
                     provider: "p".into(),
@@ -175,7 +175,7 @@ mod tests {
     }
 
     fn seqs(v: &[Pending]) -> Vec<u64> {
-        v.iter().map(|p| p.work.id.0).collect()
+        v.iter().map(|p| p.work.id.seq).collect()
     }
 
     #[test]

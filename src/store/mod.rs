@@ -102,9 +102,22 @@ pub enum StoreError {
     Closed,
 }
 
-/// A place in the inbox: arrival order, opaque to callers.
+/// A place in the inbox: arrival order (`seq`, unique, rising), and where a
+/// backend keeps the entry (`slot`: the sled backend's inbox record that
+/// holds it; a backend with one row per entry sets it to `seq`). Callers
+/// order and compare by `seq` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkId(pub u64);
+pub struct WorkId {
+    pub seq: u64,
+    pub slot: u64,
+}
+
+impl WorkId {
+    /// An entry kept in its own slot.
+    pub fn single(seq: u64) -> WorkId {
+        WorkId { seq, slot: seq }
+    }
+}
 
 /// An authenticated IPN to accept.
 #[derive(Debug, Clone)]

@@ -46,11 +46,10 @@ impl Writer {
         };
         stage.put(DEDUPE, dkey, Some(enc(&dedupe)?));
         let id = r.request_id.as_bytes().to_vec();
-        stage.put(REQUESTS, id.clone(), Some(a.value));
-        let seq = self.next_id()?;
-        stage.put(INBOX, seq.to_be_bytes().to_vec(), Some(id));
+        let place = self.push_inbox(stage, r.request_id)?;
+        stage.put(REQUESTS, id, Some(a.value));
         work.push(Work {
-            id: WorkId(seq),
+            id: place,
             request: a.request,
             doc: a.doc,
         });
@@ -65,8 +64,8 @@ impl Writer {
         let mut out = Vec::with_capacity(plans.len());
         for plan in plans {
             let mark = stage.undo.len();
-            let inbox_key = plan.work().0.to_be_bytes();
-            if self.get(stage, INBOX, &inbox_key)?.is_none() {
+            let work = plan.work();
+            if !self.pop_inbox(stage, work)? {
                 out.push(Applied::AlreadyDone);
                 continue;
             }
@@ -103,7 +102,6 @@ impl Writer {
                     }
                 }
             };
-            stage.put(INBOX, inbox_key.to_vec(), None);
             out.push(applied);
         }
         Ok(out)
@@ -269,14 +267,9 @@ impl Writer {
             ..processing_task(&req)
         };
         stage.put(TASKS, id.as_bytes().to_vec(), Some(enc(&fresh)?));
-        let seq = self.next_id()?;
-        stage.put(
-            INBOX,
-            seq.to_be_bytes().to_vec(),
-            Some(id.as_bytes().to_vec()),
-        );
+        let place = self.push_inbox(stage, id)?;
         work.push(Work {
-            id: WorkId(seq),
+            id: place,
             request: Arc::new(req),
             doc: None,
         });

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `requests` | request_id (16 bytes) | [`RawRequest`] |
 //! | `tasks` | request_id | [`TaskRecord`] (absent while first processing) |
-//! | `inbox` | seq (u64 BE) | request_id — work not yet applied |
+//! | `inbox` | seq of its first entry (u64 BE) | up to 128 × (seq ‖ request_id): work not yet applied, one record per writer round ([`inbox`]) |
 //! | `dedupe` | provider ‖ 0 ‖ event key | [`DedupeRecord`] |
 //! | `quarantine` | seq (u64 BE) | [`QuarantineRecord`] (last 1000) |
 //! | `payments` | merchant ‖ 0 ‖ payment_id | [`PaymentRecord`] |
@@ -40,6 +40,7 @@
 
 mod backup;
 mod flush;
+mod inbox;
 mod ingest_ops;
 mod queue;
 mod reads;

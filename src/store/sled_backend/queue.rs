@@ -73,7 +73,7 @@ impl WorkQueue {
                 q.mem.push_back(w);
             } else if !q.spilled {
                 q.spilled = true;
-                q.disk_next = w.id.0;
+                q.disk_next = w.id.seq;
             }
         }
         drop(q);
@@ -93,7 +93,7 @@ impl WorkQueue {
         while out.len() < limit {
             let Some(w) = q.mem.pop_front() else { break };
             q.bytes -= w.request.body.len();
-            if w.id.0 >= q.read_below {
+            if w.id.seq >= q.read_below {
                 out.push(w);
             }
         }
@@ -104,23 +104,25 @@ impl WorkQueue {
         // page is read under the lock, so the writer cannot offer an entry
         // between this read and clearing `spilled` without it being either
         // in the page or offered after (and then kept in `mem`).
-        let page = reads::inbox_page(trees, q.disk_next, limit)?;
+        let page = inbox::page(trees, q.disk_next, limit)?;
         if let Some((last, _)) = page.last() {
-            q.disk_next = last + 1;
+            q.disk_next = last.seq + 1;
             q.read_below = q.disk_next;
         }
         if page.len() < limit {
             q.spilled = false;
         }
         drop(q);
-        for (seq, id) in page {
+        for (place, id) in page {
             match reads::request(trees, id)? {
                 Some(r) => out.push(Work {
-                    id: WorkId(seq),
+                    id: place,
                     request: Arc::new(r),
                     doc: None,
                 }),
-                None => tracing::error!(%id, seq, "inbox entry without its request; skipped"),
+                None => {
+                    tracing::error!(%id, seq = place.seq, "inbox entry without its request; skipped")
+                }
             }
         }
         Ok(out)
@@ -131,8 +133,11 @@ impl WorkQueue {
 mod tests {
     use super::*;
 
-    /// Entries committed (inbox + request) and offered as the writer does.
+    /// Entries committed (inbox + request) and offered as the writer does:
+    /// one inbox record for the lot, as one writer round writes it.
     fn commit(trees: &Trees, q: &WorkQueue, seqs: std::ops::Range<u64>) {
+        let slot = seqs.start;
+        let mut record = Vec::new();
         let mut work = Vec::new();
         for seq in seqs {
             let r = RawRequest {
@@ -149,21 +154,20 @@ mod tests {
                 .requests
                 .insert(r.request_id.as_bytes(), enc(&r).unwrap())
                 .unwrap();
-            trees
-                .inbox
-                .insert(seq.to_be_bytes(), r.request_id.as_bytes())
-                .unwrap();
+            record.extend_from_slice(&seq.to_be_bytes());
+            record.extend_from_slice(r.request_id.as_bytes());
             work.push(Work {
-                id: WorkId(seq),
+                id: WorkId { seq, slot },
                 request: Arc::new(r),
                 doc: None,
             });
         }
+        trees.inbox.insert(slot.to_be_bytes(), record).unwrap();
         q.offer(work);
     }
 
     fn ids(w: &[Work]) -> Vec<u64> {
-        w.iter().map(|w| w.id.0).collect()
+        w.iter().map(|w| w.id.seq).collect()
     }
 
     /// Each committed entry comes out once, in order, whether it was kept
@@ -179,7 +183,8 @@ mod tests {
         // Kept in memory.
         commit(&trees, &q, 1..3);
         assert_eq!(ids(&q.take(&trees, 10).unwrap()), [1, 2]);
-        // Overflow: 3..6 kept, 6..10 only on disk; all come out in order.
+        // Overflow: 3..6 kept, 6..10 only on disk; all come out in order,
+        // read two at a time from the middle of one inbox record.
         commit(&trees, &q, 3..10);
         let mut got = Vec::new();
         for _ in 0..10 {

@@ -88,23 +88,6 @@ pub(super) fn task(t: &Trees, id: Uuid) -> Result<Option<TaskRecord>, StoreError
     Ok(request(t, id)?.map(|r| processing_task(&r)))
 }
 
-/// Inbox entries from `from` on (at most `limit`), in seq order.
-pub(super) fn inbox_page(
-    t: &Trees,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<(u64, Uuid)>, StoreError> {
-    t.inbox
-        .range(from.to_be_bytes()..)
-        .take(limit)
-        .map(|r| {
-            let (k, v) = r?;
-            let id = Uuid::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
-            Ok((u64_key(&k)?, id))
-        })
-        .collect()
-}
-
 pub(super) fn tasks(
     t: &Trees,
     state: Option<TaskState>,
@@ -119,8 +102,8 @@ pub(super) fn tasks(
     // both at once), so those come from the inbox, newest first, without
     // reading every task ever kept.
     if state.is_none_or(|s| s == TaskState::Processing) {
-        for kv in t.inbox.iter().values().rev() {
-            let id = Uuid::from_slice(&kv?).map_err(|e| StoreError::Codec(e.to_string()))?;
+        for e in inbox::newest_first(t) {
+            let (_, id) = e?;
             if let Some(task) = task(t, id)? {
                 if wanted(&task) {
                     out.push(task);

@@ -38,7 +38,8 @@ impl Counters {
     /// Count what the trees hold (at open).
     pub(super) fn open(t: &Trees) -> Result<Counters, StoreError> {
         let c = Counters::default();
-        c.inbox.store(t.inbox.len() as i64, Ordering::Relaxed);
+        c.inbox
+            .store(super::inbox::len(t)? as i64, Ordering::Relaxed);
         let mut d = Delta::default();
         for v in t.deliveries.iter().values() {
             d.delivery(&v?, 1);
@@ -77,15 +78,22 @@ impl Counters {
 
 impl Delta {
     /// What committing `stage` over `trees` changes in the counts.
-    /// `ids_before` is the writer's last id before the round: an inbox key
-    /// above it was handed out in this round, so the tree cannot hold it
-    /// (ids are never reused) and is not looked up.
+    /// `ids_before` is the writer's last id before the round: an inbox
+    /// record keyed above it was started in this round, so the tree cannot
+    /// hold it (ids are never reused) and is not looked up.
     pub(super) fn of(stage: &Stage, trees: &[::sled::Tree], ids_before: u64) -> Delta {
         let mut d = Delta::default();
         for (key, new) in stage.staged(INBOX) {
             let fresh = u64_key(key).is_ok_and(|seq| seq > ids_before);
-            let had = !fresh && trees[INBOX].contains_key(key).unwrap_or(false);
-            d.inbox += new.is_some() as i64 - had as i64;
+            let had = match fresh {
+                true => 0,
+                false => match trees[INBOX].get(key) {
+                    Ok(Some(old)) => super::inbox::count(&old),
+                    _ => 0,
+                },
+            };
+            let has = new.as_ref().map_or(0, |v| super::inbox::count(v));
+            d.inbox += has as i64 - had as i64;
         }
         for (tree, f) in [
             (DELIVERIES, Delta::delivery as fn(&mut Delta, &[u8], i64)),

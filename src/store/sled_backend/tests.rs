@@ -25,7 +25,7 @@ fn new_ipn(key: &str) -> NewIpn {
 async fn accept_one(s: &SledStore, key: &str) -> u64 {
     s.accept(new_ipn(key), 1_700_000_000_000).await.unwrap();
     let work = s.next_work(1000, Duration::from_secs(5)).await.unwrap();
-    work.iter().map(|w| w.id.0).max().unwrap()
+    work.iter().map(|w| w.id.seq).max().unwrap()
 }
 
 /// Ids rise across restarts (the writer's count is committed with them).

@@ -96,6 +96,8 @@ pub(super) struct Writer {
     id_last: u64,
     /// The counts behind `Store::stats`, moved after each committed round.
     stats: Arc<super::stats::Counters>,
+    /// This round's inbox record ([`super::inbox`]), once it has one.
+    pub(super) inbox_slot: Option<u64>,
 }
 
 pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
@@ -129,6 +131,7 @@ impl Writer {
         Ok(Writer {
             stats,
             id_last,
+            inbox_slot: None,
             endpoints,
             relay,
             feed: commit.durable_mark(),
@@ -158,6 +161,7 @@ impl Writer {
             undo: Vec::new(),
         };
         let ids_before = self.id_last;
+        self.inbox_slot = None;
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut work = Vec::new();
         let (mut accepts, mut applies, mut relay, mut manage) = (false, false, false, false);
@@ -361,8 +365,8 @@ pub(super) fn last_id(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
 /// positions, and sled's own counter.
 fn ids_in_use(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
     let mut m = db.generate_id()?;
-    if let Some((k, _)) = t.inbox.last()? {
-        m = m.max(u64_key(&k)?);
+    if let Some(seq) = super::inbox::last_seq(t)? {
+        m = m.max(seq);
     }
     for v in t.event_ids.iter().values() {
         m = m.max(u64_key(&v?)?);
