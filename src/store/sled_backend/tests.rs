@@ -148,3 +148,92 @@ async fn retention_racing_a_reprocess_keeps_the_request_of_the_reprocessed_task(
         Some(TaskState::Processing)
     );
 }
+
+fn failed(w: &Work) -> Plan {
+    Plan::Fail {
+        work: w.id,
+        request: w.request.clone(),
+        error: TaskError {
+            code: "unknown_merchant".into(),
+            message: "m".into(),
+        },
+        now: 1_700_000_000_001,
+    }
+}
+
+/// Accepts of one round share an inbox record; applying some of them
+/// keeps the others, which come back (and only they) after a reopen, and
+/// the inbox depth counts entries, not records.
+#[tokio::test]
+async fn applying_part_of_a_rounds_inbox_record_keeps_the_rest_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let opts = SledOptions { sync: true };
+    let s = SledStore::open(&path, opts).unwrap();
+    let at = 1_700_000_000_000;
+    let a = |k: &str| s.accept(new_ipn(k), at);
+    let got = tokio::join!(a("r0"), a("r1"), a("r2"), a("r3"), a("r4"), a("r5"));
+    for r in [got.0, got.1, got.2, got.3, got.4, got.5] {
+        assert_eq!(r.unwrap(), Accepted::New);
+    }
+    let work = s.next_work(100, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(work.len(), 6);
+    assert!(
+        s.trees.inbox.len() < 6,
+        "one record per round, not per IPN: {} records",
+        s.trees.inbox.len()
+    );
+    let plans: Vec<Plan> = work.iter().step_by(2).map(failed).collect();
+    assert_eq!(s.apply(plans.clone()).await.unwrap(), [Applied::Done; 3]);
+    assert_eq!(s.apply(plans).await.unwrap(), [Applied::AlreadyDone; 3]);
+    assert_eq!(s.stats().await.unwrap().inbox_depth, 3);
+    s.close();
+    drop(s);
+
+    let s = SledStore::open(&path, opts).unwrap();
+    assert_eq!(s.stats().await.unwrap().inbox_depth, 3);
+    let again = s.next_work(100, Duration::from_secs(5)).await.unwrap();
+    let want: Vec<WorkId> = work.iter().skip(1).step_by(2).map(|w| w.id).collect();
+    assert_eq!(again.iter().map(|w| w.id).collect::<Vec<_>>(), want);
+    let plans: Vec<Plan> = again.iter().map(failed).collect();
+    assert_eq!(s.apply(plans).await.unwrap(), [Applied::Done; 3]);
+    assert_eq!(s.trees.inbox.len(), 0, "the last entry takes its record");
+}
+
+/// A store written with one inbox key per request (16-byte values, before
+/// records were grouped) hands that work out, applies it once, and counts it.
+#[tokio::test]
+async fn inbox_entries_written_one_per_key_are_handed_out_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let opts = SledOptions { sync: true };
+    let ipn = new_ipn("old");
+    let id = ipn.request.request_id;
+    {
+        let db = ::sled::open(&path).unwrap();
+        db.open_tree("requests")
+            .unwrap()
+            .insert(id.as_bytes(), enc(&ipn.request).unwrap())
+            .unwrap();
+        db.open_tree("inbox")
+            .unwrap()
+            .insert(7u64.to_be_bytes(), id.as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStore::open(&path, opts).unwrap();
+    assert_eq!(s.stats().await.unwrap().inbox_depth, 1);
+    let work = s.next_work(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(
+        (work[0].id, work[0].request.request_id),
+        (WorkId::single(7), id)
+    );
+    let plan = failed(&work[0]);
+    assert_eq!(s.apply(vec![plan.clone()]).await.unwrap(), [Applied::Done]);
+    assert_eq!(s.apply(vec![plan]).await.unwrap(), [Applied::AlreadyDone]);
+    assert_eq!(s.stats().await.unwrap().inbox_depth, 0);
+    assert_eq!(s.trees.inbox.len(), 0);
+    // New work goes above the old entry.
+    assert!(accept_one(&s, "new").await > 7);
+}
