@@ -1,12 +1,16 @@
-//! Inbox records: one per writer round (at most [`GROUP`] entries), not one
-//! per request, so accepting a round of IPNs writes one inbox record and
-//! applying them removes it with one write, instead of two writes each.
+//! Inbox records: one per writer round (a new one after every [`GROUP`]
+//! entries), not one per request. Accepting a round of n IPNs writes
+//! ⌈n / 128⌉ inbox keys instead of n, and each apply round rewrites each
+//! record it touches once, instead of removing one key per IPN.
 //!
-//! A record's key is the seq of its first entry (u64 BE); its value is its
-//! entries, 24 bytes each, in seq order: seq (u64 BE) ‖ request id. Every
-//! seq of a record lies between its key and the next record's key, so a
+//! A record's key is the seq that started it (u64 BE: its first entry's,
+//! which may since be applied); its value is its remaining entries, 24
+//! bytes each, in seq order: seq (u64 BE) ‖ request id. Entries are added
+//! only in the round that started the record, and seqs only rise, so every
+//! seq of a record lies between its key and the next record's key, and a
 //! scan in key order yields entries in seq order. A value of 16 bytes is an
-//! entry written before grouping: its request id, with seq = key.
+//! entry written before grouping (an earlier build's store): its request
+//! id, with seq = key.
 //!
 //! Applying an entry rewrites its record without it (the record goes when
 //! its last entry does); the entry's [`WorkId::slot`] names the record.

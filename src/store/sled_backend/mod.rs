@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `requests` | request_id (16 bytes) | [`RawRequest`] |
 //! | `tasks` | request_id | [`TaskRecord`] (absent while first processing) |
-//! | `inbox` | seq of its first entry (u64 BE) | up to 128 × (seq ‖ request_id): work not yet applied, one record per writer round ([`inbox`]) |
+//! | `inbox` | seq of its first entry (u64 BE) | up to 128 × (seq ‖ request_id): work not yet applied, one record per writer round ([`inbox`]; a 16-byte value is one entry of an earlier build) |
 //! | `dedupe` | provider ‖ 0 ‖ event key | [`DedupeRecord`] |
 //! | `quarantine` | seq (u64 BE) | [`QuarantineRecord`] (last 1000) |
 //! | `payments` | merchant ‖ 0 ‖ payment_id | [`PaymentRecord`] |

@@ -4,8 +4,9 @@
 //! then adjusted per round by the writer: before the commit, [`Delta::of`]
 //! compares each staged key of those trees with what the tree holds (the
 //! writer is the only one writing, so the tree is the state before the
-//! round; an inbox key handed out in the round is known to be new and is
-//! not looked up), and after the commit succeeded the delta is added. Whatever verb
+//! round; an inbox record started in the round is known to be new and is
+//! not looked up; inbox records count their entries), and after the commit
+//! succeeded the delta is added. Whatever verb
 //! staged the change (accept, apply, reprocess, attempts, retries, replay,
 //! endpoint changes, retention), the counts follow the stored records.
 

@@ -155,7 +155,7 @@ impl Writer {
         }
     }
 
-    fn round(&mut self, ops: Vec<Op>) {
+    pub(super) fn round(&mut self, ops: Vec<Op>) {
         let mut stage = Stage {
             maps: Default::default(),
             undo: Vec::new(),
@@ -362,7 +362,8 @@ pub(super) fn last_id(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
 
 /// The highest id a store written before `id_last` existed has in use (once,
 /// at the first open after the upgrade): inbox keys, feed positions, lane
-/// positions, and sled's own counter.
+/// positions, and sled's own counter. (Such a store's inbox has one key
+/// per entry; [`super::inbox::last_seq`] reads either layout.)
 fn ids_in_use(t: &Trees, db: &::sled::Db) -> Result<u64, StoreError> {
     let mut m = db.generate_id()?;
     if let Some(seq) = super::inbox::last_seq(t)? {
