@@ -112,16 +112,7 @@ async fn retention_racing_a_reprocess_keeps_the_request_of_the_reprocessed_task(
         .await
         .unwrap()
         .remove(0);
-    let fail = Plan::Fail {
-        work: w.id,
-        request: w.request.clone(),
-        error: TaskError {
-            code: "unknown_merchant".into(),
-            message: "m".into(),
-        },
-        now: 1_700_000_000_001,
-    };
-    assert_eq!(s.apply(vec![fail]).await.unwrap(), [Applied::Done]);
+    assert_eq!(s.apply(vec![failed(&w)]).await.unwrap(), [Applied::Done]);
     // What retention's scan read.
     let task = s.trees.tasks.get(id.as_bytes()).unwrap().unwrap();
     let req = s.trees.requests.get(id.as_bytes()).unwrap().unwrap();
@@ -149,6 +140,7 @@ async fn retention_racing_a_reprocess_keeps_the_request_of_the_reprocessed_task(
     );
 }
 
+/// The plan that ends `w`'s task in error (`unknown_merchant`).
 fn failed(w: &Work) -> Plan {
     Plan::Fail {
         work: w.id,
