@@ -34,14 +34,14 @@ fn write_config(dir: &Path, format: &str, sink_url: &str) -> PathBuf {
     path
 }
 
-/// The binary with every stderr line kept.
-struct Logged {
+/// The binary with every stderr line kept (also used by `unauthenticated.rs`).
+pub(crate) struct Logged {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Logged {
-    fn start(mut cmd: Command) -> Logged {
+    pub(crate) fn start(mut cmd: Command) -> Logged {
         let mut child = cmd.spawn().expect("binary starts");
         let stderr = child.stderr.take().unwrap();
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -55,7 +55,7 @@ impl Logged {
     }
 
     /// Wait until a line satisfies `pred`; returns it.
-    async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let end = Instant::now() + PATIENCE;
         loop {
             if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
@@ -70,7 +70,7 @@ impl Logged {
         }
     }
 
-    fn all(&self) -> Vec<String> {
+    pub(crate) fn all(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 }
@@ -82,7 +82,8 @@ impl Drop for Logged {
     }
 }
 
-fn json(line: &str) -> Option<serde_json::Map<String, Value>> {
+/// A log line as one JSON object, or None.
+pub(crate) fn json(line: &str) -> Option<serde_json::Map<String, Value>> {
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(m)) => Some(m),
         _ => None,

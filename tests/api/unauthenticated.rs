@@ -3,13 +3,23 @@
 //! bucket, never to the provider's `rate_limit`, and a source over its bucket
 //! is refused with 429 before its signature is even checked. The buckets run
 //! on the service clock, which these tests hold still or move.
+//!
+//! The "authentication failed" log line is throttled per provider (at most
+//! `LogThrottle::PER_SECOND` a second, the next one logged carrying the
+//! `suppressed` count): checked in the real binary's JSON log under a flood.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ipn_relay::clock::ManualClock;
+use ipn_relay::config::Settings;
+use ipn_relay::http::limits::LogThrottle;
 use serde_json::Value;
 
+use crate::crash::{post_signed, serve_command};
 use crate::helpers::*;
+use crate::logs::{json, Logged};
+use crate::relay_helpers::PATIENCE;
 
 const PROXY: &str = "[ingress]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
 /// The provider's own address (behind the trusted proxy).
@@ -138,4 +148,109 @@ async fn each_forwarded_source_has_its_own_bucket() {
         unsigned(&app, "198.51.100.1", 102).await.status().as_u16(),
         429
     );
+}
+
+/// The binary's JSON log at `info`, and a per-source limit so high that
+/// every request of a flood from one address is verified (and fails).
+fn flood_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
+         [storage]\npath = \"{}\"\nmin_free_space = \"1MiB\"\n\
+         [ingress]\nunauthenticated_rate_limit = {{ per_second = 100000, burst = 100000 }}\n{BASE}",
+        dir.join("store").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const REJECTED: &str = "IPN rejected: authentication failed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_logs_a_few_lines_a_second_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = flood_config(dir.path());
+    let settings = Settings::load(&config, &|_| None).unwrap();
+    let app = Logged::start(serve_command(&config));
+    let listening = app
+        .wait_line("ipn-relay listening", |l| {
+            json(l).is_some_and(|m| m["message"] == "ipn-relay listening")
+        })
+        .await;
+    let port = json(&listening).unwrap()["port"].as_u64().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/ipn/acme");
+    let client = reqwest::Client::new();
+    let bad = |i: usize| {
+        let body = serde_json::to_vec(&generic(&format!("flood-{i}"), "pay-flood", "Succeed"));
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("X-Signature", "00".repeat(32))
+            .body(body.unwrap())
+            .send()
+    };
+    let rejections = || -> Vec<serde_json::Map<String, Value>> {
+        app.all()
+            .iter()
+            .filter_map(|l| json(l))
+            .filter(|m| m["message"] == REJECTED && m["provider"] == "acme")
+            .collect()
+    };
+    let reports_suppressed =
+        |lines: &[serde_json::Map<String, Value>]| lines.iter().any(|m| m["suppressed"] != 0);
+
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 300 || !reports_suppressed(&rejections()) {
+        // What was left out is reported by the first line of a later second:
+        // after the 300, keep failing (as an attacker would) until one shows.
+        if sent >= 300 && started.elapsed() > PATIENCE {
+            break;
+        }
+        let r = bad(sent).await.expect("request sent");
+        assert_eq!(r.status().as_u16(), 401, "bad signature {sent}");
+        sent += 1;
+    }
+    let elapsed = started.elapsed();
+
+    // A rejection's line is written before its 401, so once the line of a
+    // later request has been read, so have all of theirs.
+    let body = serde_json::to_vec(&generic("after-flood", "pay-after", "Succeed")).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let ack = post_signed(&client, &base, &settings, body)
+        .await
+        .expect("a signed IPN is still acknowledged");
+    let rid = ack["request_id"].as_str().unwrap().to_string();
+    app.wait_line("for the signed IPN after the flood", |l| {
+        l.contains(&rid) && l.contains("IPN accepted")
+    })
+    .await;
+
+    let lines = rejections();
+    // Windows of one second start at least a second apart: over `elapsed`
+    // at most secs + 1 of them; one more for slack.
+    let per_second = u64::from(LogThrottle::PER_SECOND);
+    let bound = per_second * (elapsed.as_secs() + 2);
+    assert!(
+        lines.len() as u64 <= bound,
+        "{} {REJECTED:?} lines for {sent} failures in {elapsed:?} (at most {bound})",
+        lines.len()
+    );
+    assert!(!lines.is_empty(), "no {REJECTED:?} line at all");
+    let suppressed: Vec<u64> = lines
+        .iter()
+        .map(|m| m["suppressed"].as_u64().unwrap_or_else(|| panic!("{m:?}")))
+        .collect();
+    assert!(
+        suppressed.iter().any(|&n| n > 0),
+        "no line says how many were left out: {suppressed:?}"
+    );
+    // Each failure is either a line or counted in a later one (the last
+    // window's suppressed ones are not reported yet).
+    let accounted = lines.len() as u64 + suppressed.iter().sum::<u64>();
+    assert!(accounted <= sent as u64, "{accounted} > {sent} sent");
+    for m in &lines {
+        assert_eq!(m["peer"], "127.0.0.1", "{m:?}");
+        assert!(m["reason"].as_str().is_some_and(|r| !r.is_empty()), "{m:?}");
+    }
 }
