@@ -38,6 +38,10 @@ enum Command {
         config: PathBuf,
     },
     /// Print the headers a provider would send for a body.
+    ///
+    /// PaymentsOS needs `--header "event-type: <type>"` (e.g.
+    /// payment.capture.create): its signature covers that header and its
+    /// preset maps statuses by it, and the body does not say which it is.
     Sign {
         #[arg(long, env = "IPN_RELAY_CONFIG")]
         config: PathBuf,
@@ -47,7 +51,7 @@ enum Command {
         #[arg(long)]
         body: PathBuf,
         /// Extra request header the provider sends (printed too), e.g.
-        /// "event-type: payment.capture.create" for PaymentsOS.
+        /// "event-type: payment.capture.create", required for PaymentsOS.
         #[arg(long = "header")]
         headers: Vec<String>,
     },
@@ -182,10 +186,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Headers a provider always sends that `sign` cannot make up, with an
+/// example value: PaymentsOS's `event-type` says which resource
+/// (authorization, capture, charge, void, refund) and action the body is
+/// about; the body does not, yet the signature covers it and the preset's
+/// statuses are keyed on it.
+fn required_headers(
+    p: &ipn_relay::config::ProviderSettings,
+) -> &'static [(&'static str, &'static str)] {
+    use ipn_relay::{auth::Scheme, mapping::Preset};
+    if p.preset == Preset::Paymentsos || p.auth.scheme == Scheme::Paymentsos {
+        &[("event-type", "payment.capture.create")]
+    } else {
+        &[]
+    }
+}
+
 /// Prints, one `Name: value` a line, every header the provider would send
 /// (`content-type`, the `--header`s, the signature headers), so the output
 /// can go to `curl -H @file`. A scheme that rewrites the body (adyen-hmac)
-/// prints it after a blank line.
+/// prints it after a blank line. Refuses, naming it, a header the provider
+/// always sends that was not given ([`required_headers`]).
 fn sign(
     s: &Settings,
     provider: &str,
@@ -215,6 +236,13 @@ fn sign(
         let name = HeaderName::from_bytes(k.trim().as_bytes())?;
         map.insert(name.clone(), HeaderValue::from_str(v.trim())?);
         lines.push((name.as_str().to_string(), v.trim().to_string()));
+    }
+    for (name, example) in required_headers(p) {
+        anyhow::ensure!(
+            map.contains_key(*name),
+            "provider {provider:?} sends an {name} header, which the body does not carry: \
+             add e.g. --header \"{name}: {example}\""
+        );
     }
     if !map.contains_key("content-type") {
         let ct = if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {

@@ -1,7 +1,9 @@
 //! What trips up a newcomer: `curl --data-binary @ipn.json` (labelled as a
 //! form), `sign` output fed to curl as is (`content-type` and PaymentsOS's
-//! `event-type` included, `--body -` for stdin), and a second instance on
-//! the same data dir failing with one clear line.
+//! `event-type` included, `--body -` for stdin; without `event-type`, which
+//! the body does not say, PaymentsOS `sign` refuses with one line naming
+//! it), and a second instance on the same data dir failing with one clear
+//! line.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -46,6 +48,18 @@ async fn json_sent_as_a_form_is_read_as_json() {
 
 /// `sign --body -` with `body` on stdin: the printed `Name: value` lines.
 fn sign_stdin(config: &std::path::Path, provider: &str, extra: &[&str], body: &[u8]) -> String {
+    let o = sign_output(config, provider, extra, body);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `sign --body -` with `body` on stdin, however it ends.
+fn sign_output(
+    config: &std::path::Path,
+    provider: &str,
+    extra: &[&str],
+    body: &[u8],
+) -> std::process::Output {
     let mut c = Command::new(BIN);
     c.env_remove("IPN_RELAY_CONFIG")
         .args(["sign", "--provider", provider, "--body", "-", "--config"])
@@ -60,9 +74,7 @@ fn sign_stdin(config: &std::path::Path, provider: &str, extra: &[&str], body: &[
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(body).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    child.wait_with_output().unwrap()
 }
 
 fn header_lines(out: &str) -> Vec<(String, String)> {
@@ -121,6 +133,43 @@ async fn sign_prints_every_header_and_reads_stdin() {
         assert_eq!(code, 200, "{provider}: {done}");
         assert_eq!(done["status"], "completed", "{provider}: {done}");
     }
+}
+
+/// PaymentsOS signs its `event-type` header, and its preset maps statuses
+/// by it; the body does not say which it is (authorization, capture, …), so
+/// `sign` refuses to guess.
+#[test]
+fn sign_for_paymentsos_without_event_type_names_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config_text(dir.path(), "", &format!("{BASE}{POS}"))).unwrap();
+    let body = serde_json::to_vec(&json!({
+        "id": "pos-ev-2", "created": "2024-06-28T17:03:50.123Z",
+        "account_id": "acc", "app_id": "app", "payment_id": "pos-pay-2",
+        "data": {"id": "cap-1", "amount": 1500, "currency": "EUR",
+                 "result": {"status": "Succeed"}}
+    }))
+    .unwrap();
+    for extra in [&[][..], &["content-type: application/json"][..]] {
+        let o = sign_output(&path, "pos", extra, &body);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "signed anyway: {extra:?} {err}");
+        assert!(
+            o.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains("event-type"), "{err}");
+        assert!(
+            lines[0].contains(r#"--header "event-type: payment.capture.create""#),
+            "{err}"
+        );
+    }
+    // Any casing of the header will do.
+    let out = sign_stdin(&path, "pos", &["Event-Type: payment.capture.create"], &body);
+    assert!(out.contains("event-type: payment.capture.create"), "{out}");
 }
 
 #[test]
