@@ -1,4 +1,4 @@
-//! The `ipn-relay` binary: parse the CLI (serve, check-config, sign,
+//! The `ipn-relay` binary: parse the CLI (serve, check-config, sign, backup,
 //! trigger), load config, run.
 
 use std::path::PathBuf;
