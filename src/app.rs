@@ -1,8 +1,9 @@
 //! Build the whole service on a listener: store, background workers, HTTP.
 //! `main` and the black-box tests use the same builder; tests bind port 0.
 //! [`Application::run_until`] returns an error when the store failed for
-//! good (see [`Store::failed`]), so `main` exits non-zero and the
-//! supervisor restarts the process.
+//! good (see [`Store::failed`]) or a background worker (processor,
+//! dispatcher, janitor) ended or panicked before shutdown, so `main` exits
+//! non-zero and the supervisor restarts the process.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -146,7 +147,8 @@ impl Application {
         let token = CancellationToken::new();
         // Cancelled as soon as shutdown begins: no new delivery attempts.
         let relay_token = CancellationToken::new();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // The background thread's end: Some(why) when a worker died first.
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Option<String>>();
         let background = {
             let (store, settings, cx, token, relay_token) = (
                 self.store.clone(),
@@ -168,31 +170,56 @@ impl Application {
                         .on_thread_start(lower_thread_priority)
                         .enable_all()
                         .build();
-                    match rt {
+                    let died = match rt {
                         Ok(rt) => rt.block_on(async {
-                            let janitor = tokio::spawn(processor::janitor(
+                            let mut janitor = tokio::spawn(processor::janitor(
                                 store.clone(),
                                 settings.clone(),
                                 cx.clock.clone(),
                                 token.clone(),
                             ));
-                            let dispatcher = tokio::spawn(crate::delivery::dispatcher::run(
+                            let mut dispatcher = tokio::spawn(crate::delivery::dispatcher::run(
                                 store.clone(),
                                 settings.clone(),
                                 cx.clock.clone(),
-                                relay_token,
+                                relay_token.clone(),
                             ));
-                            processor::run(store, settings, cx, token.clone()).await;
-                            let _ = janitor.await;
-                            let _ = dispatcher.await;
+                            let mut proc = tokio::spawn(processor::run(
+                                store,
+                                settings,
+                                cx,
+                                token.clone(),
+                            ));
+                            // Each ends only once its token is cancelled; one
+                            // that ends (or panics) before is a dead worker.
+                            let first = tokio::select! {
+                                r = &mut proc => ("processor", r, &token),
+                                r = &mut dispatcher => ("dispatcher", r, &relay_token),
+                                r = &mut janitor => ("janitor", r, &token),
+                            };
+                            let died = (!first.2.is_cancelled()).then(|| match first.1 {
+                                Err(e) if e.is_panic() => format!("the {} panicked", first.0),
+                                _ => format!("the {} stopped", first.0),
+                            });
+                            if died.is_some() {
+                                // Stop the others; the process exits.
+                                relay_token.cancel();
+                                token.cancel();
+                            }
+                            for h in [proc, dispatcher, janitor] {
+                                if !h.is_finished() {
+                                    let _ = h.await;
+                                }
+                            }
+                            died
                         }),
-                        Err(e) => tracing::error!(error = %e, "cannot start the processor runtime"),
-                    }
-                    if !token.is_cancelled() {
-                        tracing::error!("processor stopped unexpectedly");
+                        Err(e) => Some(format!("cannot start the processor runtime: {e}")),
+                    };
+                    if let Some(why) = &died {
+                        tracing::error!(reason = %why, "a background worker died; exiting for a restart");
                         alive.store(false, Ordering::SeqCst);
                     }
-                    let _ = done_tx.send(());
+                    let _ = done_tx.send(died);
                 })?
         };
         let handle = self.server.handle();
@@ -218,15 +245,26 @@ impl Application {
                 handle.stop(true).await;
                 let _ = server.await;
                 token.cancel();
-                fatal = Some(e);
+                fatal = Some(format!("store failed: {e}"));
+            }
+            r = &mut done_rx => {
+                // Nothing cancelled the workers: one of them died.
+                let why = r.ok().flatten().unwrap_or_else(|| "the background thread ended".into());
+                relay_token.cancel();
+                handle.stop(true).await;
+                let _ = server.await;
+                token.cancel();
+                fatal = Some(format!("{why}; exiting for a restart"));
             }
         }
-        let grace = self.settings.server.shutdown_timeout;
-        let _ = tokio::time::timeout(grace, done_rx).await;
+        if !done_rx.is_terminated() {
+            let grace = self.settings.server.shutdown_timeout;
+            let _ = tokio::time::timeout(grace, &mut done_rx).await;
+        }
         drop(background);
         self.store.close();
         if let Some(e) = fatal {
-            anyhow::bail!("store failed: {e}");
+            anyhow::bail!("{e}");
         }
         tracing::info!("store flushed; bye");
         Ok(())

@@ -191,6 +191,8 @@ pub async fn run(
     let mut d = Dispatcher::new(store, settings, clock.clone());
     let ended = d.ended.clone();
     while !token.is_cancelled() {
+        // Test-only: a worker that dies (see `tests/api/workers.rs`).
+        fail::fail_point!("delivery::dispatcher::step");
         let next = match d.step().await {
             Ok(n) => n,
             Err(e) => {

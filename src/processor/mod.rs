@@ -132,6 +132,8 @@ pub async fn run(
         if !yield_to_acks(&*store, &*cx.clock, backlog, oldest.unwrap_or(0), &shutdown).await {
             break;
         }
+        // Test-only: a worker that dies (see `tests/api/workers.rs`).
+        fail::fail_point!("processor::apply");
         if !apply_ready(&*store, &settings, &*cx.clock, ready, &shutdown).await {
             break;
         }

@@ -47,3 +47,4 @@ mod tasks;
 mod tenancy;
 mod trigger;
 mod unauthenticated;
+mod workers;
