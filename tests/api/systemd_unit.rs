@@ -233,8 +233,10 @@ fn bpf(filter: &Filter) -> Vec<libc::sock_filter> {
         load(0),
     ];
     if cfg!(target_arch = "x86_64") {
-        // x32 calls carry the x86_64 arch with __X32_SYSCALL_BIT set.
-        prog.push(jump(libc::BPF_JGE, 0x4000_0000, 0, 1));
+        // x32 calls carry the x86_64 arch with __X32_SYSCALL_BIT set; like
+        // libseccomp, nr -1 is not one (it gets the unlisted action).
+        prog.push(jump(libc::BPF_JGE, 0x4000_0000, 0, 2));
+        prog.push(jump(libc::BPF_JEQ, u32::MAX, 1, 0));
         prog.push(ret(libc::SECCOMP_RET_KILL_PROCESS));
     }
     for n in numbers(&filter.names) {
