@@ -13,14 +13,14 @@ use ipn_relay::clock::ManualClock;
 
 use crate::helpers::*;
 
-async fn applied(app: &TestApp, body: &Value) {
+pub(crate) async fn applied(app: &TestApp, body: &Value) {
     let (code, r) = app.ipn_result("acme", body).await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["events"][0]["outcome"], "applied", "{r}");
 }
 
 /// GET the return URL; assert the 303 and its headers; the Location.
-async fn follow(app: &TestApp, id: &str) -> Url {
+pub(crate) async fn follow(app: &TestApp, id: &str) -> Url {
     let r = app
         .client
         .get(app.url(&format!("/v1/return/{id}")))
@@ -226,7 +226,7 @@ async fn no_valid_url_is_a_422_page_and_an_unknown_payment_a_404_page() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
