@@ -2,7 +2,9 @@
 //! from README.md as it is now and run with `python3` and `node` against a
 //! signed 303 Location from the real app: the genuine URL verifies, a
 //! re-stamped `ts`, a changed parameter, a missing signature, a wrong secret
-//! and a stale URL do not. A missing interpreter fails the test.
+//! and a stale URL do not, and hostile URLs (a repeated signed name, a `ts`
+//! that is no number, a non-ASCII signature) get `false`, not an exception.
+//! A missing interpreter fails the test.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -165,6 +167,12 @@ fn with_param(url: &Url, name: &str, value: &str) -> String {
     u.to_string()
 }
 
+fn with_query(url: &Url, query: &str) -> String {
+    let mut u = url.clone();
+    u.set_query(Some(query));
+    u.to_string()
+}
+
 fn without_param(url: &Url, name: &str) -> String {
     let q = url.query().expect("a query");
     let segs: Vec<&str> = q
@@ -281,6 +289,32 @@ async fn the_readme_return_snippets_verify_a_real_signed_return() {
             genuine.clone(),
             SECRET,
             Some(ts + 600),
+            false,
+        ),
+        // Hostile URLs: a `bool`, not an exception, and no second reading.
+        (
+            "status repeated in front",
+            with_query(&loc, &format!("status=failed&{}", loc.query().unwrap())),
+            SECRET,
+            None,
+            false,
+        ),
+        (
+            "ts not a number",
+            with_param(&loc, "ts", "soon"),
+            SECRET,
+            None,
+            false,
+        ),
+        (
+            "non-ASCII signature of the right length",
+            with_param(
+                &loc,
+                "signature",
+                &format!("%C3%A9{}", &q["signature"][1..]),
+            ),
+            SECRET,
+            None,
             false,
         ),
     ];
