@@ -11,6 +11,13 @@
 //! with its result and the round's ticket; a failed commit answers all of
 //! them with the error, writes nothing and raises the store's fatal error
 //! (sled cannot write again without a reopen).
+//!
+//! Crash points (tests only, [`super::crash_point`]): before the commit, a
+//! round passes one for each kind of write it holds —
+//! `store::commit::accept`, `store::commit::apply`, `store::commit::relay`
+//! (attempt results), `store::commit::manage` (the API's relay writes) and
+//! `store::commit::retention` (retention's removals) — and after it
+//! `store::committed`.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -165,11 +172,14 @@ impl Writer {
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut work = Vec::new();
         let (mut accepts, mut applies, mut relay, mut manage) = (false, false, false, false);
+        let mut retention = false;
         for op in ops {
             use super::relay_ops::RelayOp as R;
             accepts |= matches!(op, Op::Accept(..));
             applies |= matches!(op, Op::Apply(..));
             relay |= matches!(op, Op::Relay(R::Attempt(..)));
+            // Retention's removals (the janitor, `POST /v1/admin/purge`).
+            retention |= matches!(op, Op::RemoveIf(..));
             // The API's relay writes (config endpoints are synced before
             // serving, so that sync has no crash point of its own).
             manage |= matches!(
@@ -192,6 +202,9 @@ impl Writer {
         }
         if manage {
             crash_point("store::commit::manage");
+        }
+        if retention {
+            crash_point("store::commit::retention");
         }
         if self.id_last != ids_before {
             stage.put(
