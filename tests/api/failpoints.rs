@@ -124,7 +124,12 @@ pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<Ex
 }
 
 /// Until each of `ids` has left `processing`, or the process is gone.
-async fn settle(client: &reqwest::Client, base: &str, child: &mut Child, ids: &[String]) {
+pub(crate) async fn settle(
+    client: &reqwest::Client,
+    base: &str,
+    child: &mut Child,
+    ids: &[String],
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in ids {
         loop {
@@ -252,7 +257,7 @@ async fn scenario(point: &str, n: u32) {
 }
 
 /// Until `GET /v1/admin/requests?state=processing` lists nothing.
-async fn wait_idle(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_idle(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v: Value = client

@@ -37,6 +37,7 @@ mod relay_ordering;
 mod relay_ssrf;
 mod relay_tenancy;
 mod retention;
+mod retention_crash;
 mod return_snippets;
 mod returns;
 mod schemes;
