@@ -303,7 +303,11 @@ async fn scenario(n: u32) {
         if code == 202 {
             s.born = asked; // a new task, as young as this
         }
-        let after = ended(&c, &base, &id, &ctx).await;
+        let after = if code == 202 {
+            ended(&c, &base, &id, &ctx).await
+        } else {
+            status(&c, &base, &id).await
+        };
         for st in [&before, &after] {
             assert_ne!(
                 st.as_deref(),
