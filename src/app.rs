@@ -202,7 +202,8 @@ impl Application {
                                 _ => format!("the {} stopped", first.0),
                             });
                             if died.is_some() {
-                                // Stop the others; the process exits.
+                                // Not ready from now on; stop the others; the process exits.
+                                alive.store(false, Ordering::SeqCst);
                                 relay_token.cancel();
                                 token.cancel();
                             }

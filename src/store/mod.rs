@@ -13,7 +13,7 @@
 //! | [`Store::record_attempt`] | the attempt, the delivery's next state, its due entry, and the lane's next head when it leaves the lane |
 //! | endpoint verbs, [`Store::retry_delivery`], [`Store::replay`] | their records, lanes and due entries |
 //! | [`Store::register_payment`], [`Store::take_error`], [`Store::reprocess`], [`Store::quarantine`] | their one record (reprocess: task reset + inbox entry) |
-//! | [`Store::purge_expired`] | per chunk of up to 1000 keys: each key that still holds the value retention read (a request only once its task is gone) |
+//! | [`Store::purge_expired`] | per chunk of about 1000 keys (a delivery's attempts stay in its chunk): each key that still holds the value retention read (a request only once its task is gone) |
 //!
 //! So every crash point is harmless by construction: after a restart each
 //! change is there whole or not at all. An accepted IPN whose inbox entry is

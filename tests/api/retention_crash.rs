@@ -5,7 +5,7 @@
 //! spot (as `kill -9` would) before the n-th such write is committed.
 //!
 //! Retention is short and on the system clock: `events` and `dedupe_window`
-//! are [`AGE`], so the janitor runs every second; `task_results` is an hour,
+//! are [`AGE`], so the janitor runs every tenth of it; `task_results` is an hour,
 //! so the async API shows a task for as long as it is stored. A first batch
 //! of IPNs (two changes to each payment, and one IPN that ends in error:
 //! an unmapped status), then half an age later a second (one more change to
@@ -48,7 +48,7 @@ use crate::helpers::*;
 
 const POINT: &str = "store::commit::retention";
 /// `retention.events` and `retention.dedupe_window`.
-const AGE: Duration = Duration::from_secs(8);
+const AGE: Duration = Duration::from_secs(12);
 const PAYMENTS: usize = 3;
 /// Headroom for the store's millisecond timestamps in [`fresh`].
 const MARGIN: Duration = Duration::from_millis(250);
@@ -238,10 +238,7 @@ async fn scenario(n: u32) {
     ));
     std::fs::write(&config, text).unwrap();
     let settings = Settings::load(&config, &|_| None).unwrap();
-    assert_eq!(
-        ipn_relay::processor::janitor_every(&settings),
-        Duration::from_secs(1)
-    );
+    assert_eq!(ipn_relay::processor::janitor_every(&settings), AGE / 10);
     let c = client();
     let mut ipns = batch("old", 0..2);
     let young = ipns.len();
@@ -360,7 +357,9 @@ async fn scenario(n: u32) {
             assert_eq!(a, &(200, id.clone()), "{whole}: dedupe key gone");
         }
         if fresh(s.born, now) {
-            fresh_checked += 1;
+            // A reprocessed IPN is born again; only a payment's change
+            // shows that retention itself kept what was young.
+            fresh_checked += usize::from(s.pay.is_some());
             let whole = format!("{ctx}: {ev} is younger than retention");
             assert!(before.is_some() && after.is_some(), "{whole}: task gone");
             assert_eq!(code, kept, "{whole}: request gone");
@@ -369,7 +368,12 @@ async fn scenario(n: u32) {
             }
         }
     }
-    eprintln!("{ctx}: {fresh_checked} IPNs provably unexpired at their checks");
+    eprintln!("{ctx}: {fresh_checked} payment changes provably unexpired at their checks");
+    assert!(
+        fresh_checked > 0,
+        "{ctx}: no payment change could be proved younger than {AGE:?} when read \
+         (the machine was too slow for this run to check that nothing unexpired is lost)"
+    );
     for r in &reposted {
         assert!(
             ended(&c, &base, r.id(), &ctx).await.is_some(),

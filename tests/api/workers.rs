@@ -4,8 +4,9 @@
 //! them (SPEC §8: recover or exit, never alive and broken forever).
 //!
 //! The death is real: a test-only failpoint makes the worker's loop panic
-//! (`FAILPOINTS=<point>=1*off->panic`: the first pass goes through, the
-//! next one panics).
+//! (`FAILPOINTS=<point>=<action>`): the processor's on its first pass with
+//! work to apply, the dispatcher's on its second pass (its first runs at
+//! start-up, before the port is known).
 
 use std::time::Duration;
 
@@ -14,27 +15,24 @@ use ipn_relay::config::Settings;
 use crate::crash::{post_signed, serve_command, spawn_serve, write_config};
 use crate::failpoints::wait_exit;
 
-async fn dies_and_exits_non_zero(point: &str) {
+async fn dies_and_exits_non_zero(point: &str, action: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let settings = Settings::load(&config, &|_| None).unwrap();
     let mut cmd = serve_command(&config);
-    cmd.env("FAILPOINTS", format!("{point}=1*off->panic"));
+    cmd.env("FAILPOINTS", format!("{point}={action}"));
     let (mut child, port) = spawn_serve(cmd);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    // Work for the processor: its loop applies the first and panics on the
-    // pass that would apply the next.
-    for n in 0..3 {
-        let body = crate::helpers::generic(&format!("ev_w{n}"), &format!("pay_w{n}"), "Succeed");
-        let _ = post_signed(
-            &client,
-            &base,
-            &settings,
-            serde_json::to_vec(&body).unwrap(),
-        )
-        .await;
-    }
+    // Work for the processor (its loop panics on the pass that would apply it).
+    let body = crate::helpers::generic("ev_w", "pay_w", "Succeed");
+    let _ = post_signed(
+        &client,
+        &base,
+        &settings,
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
     let status = wait_exit(&mut child, Duration::from_secs(20)).await;
     if status.is_none() {
         let _ = child.kill();
@@ -50,10 +48,10 @@ async fn dies_and_exits_non_zero(point: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_processor_exits_the_process_non_zero() {
-    dies_and_exits_non_zero("processor::apply").await;
+    dies_and_exits_non_zero("processor::apply", "panic").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_dispatcher_exits_the_process_non_zero() {
-    dies_and_exits_non_zero("delivery::dispatcher::step").await;
+    dies_and_exits_non_zero("delivery::dispatcher::step", "1*off->panic").await;
 }
