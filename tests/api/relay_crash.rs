@@ -212,7 +212,7 @@ pub(crate) async fn wait_all_delivered(
     sink: &Sink,
     n: usize,
 ) -> HashMap<String, Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let feed: Value = get(
             client,
@@ -253,7 +253,7 @@ pub(crate) async fn wait_all_delivered(
         }
         assert!(
             Instant::now() < deadline,
-            "{ctx}: not all delivered after 30 s: {} events, pending {pending}",
+            "{ctx}: not all delivered after 90 s: {} events, pending {pending}",
             events.len()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,6 +21,9 @@ async fn dies_and_exits_non_zero(point: &str, action: &str) {
     let settings = Settings::load(&config, &|_| None).unwrap();
     let mut cmd = serve_command(&config);
     cmd.env("FAILPOINTS", format!("{point}={action}"));
+    // A backtrace of the panic, symbolized from a debug binary, takes tens
+    // of seconds on a loaded machine: not what this test is about.
+    cmd.env("RUST_BACKTRACE", "0");
     let (mut child, port) = spawn_serve(cmd);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
