@@ -70,6 +70,16 @@ impl Logged {
         }
     }
 
+    /// The port from the JSON "ipn-relay listening" line, once it is logged.
+    pub(crate) async fn port(&self) -> u16 {
+        let listening = self
+            .wait_line("ipn-relay listening", |l| {
+                json(l).is_some_and(|m| m["message"] == "ipn-relay listening")
+            })
+            .await;
+        json(&listening).unwrap()["port"].as_u64().unwrap() as u16
+    }
+
     pub(crate) fn all(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
@@ -97,13 +107,7 @@ async fn json_log_follows_one_ipn_from_ingest_to_delivery() {
     let config = write_config(dir.path(), "json", &sink.url("/hook"));
     let settings = Settings::load(&config, &|_| None).unwrap();
     let app = Logged::start(serve_command(&config));
-    let listening = app
-        .wait_line("ipn-relay listening", |l| {
-            json(l).is_some_and(|m| m["message"] == "ipn-relay listening")
-        })
-        .await;
-    let port = json(&listening).unwrap()["port"].as_u64().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{}", app.port().await);
 
     let body = serde_json::to_vec(&generic("log_1", "pay_log", "Succeed")).unwrap();
     let ack = post_signed(&reqwest::Client::new(), &base, &settings, body)

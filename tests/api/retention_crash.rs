@@ -45,6 +45,7 @@ use crate::crash::{post_signed_status, serve_command, spawn_serve, write_config}
 use crate::exactly_once::attempt;
 use crate::failpoints::{get, no_core_dumps, settle, wait_exit, wait_idle};
 use crate::helpers::*;
+use crate::relay_crash::client;
 
 const POINT: &str = "store::commit::retention";
 /// `retention.events` and `retention.dedupe_window`.
@@ -135,30 +136,24 @@ fn fresh(born: Instant, t: Instant) -> bool {
     t.duration_since(born) + MARGIN < AGE
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-/// The status API: Some("processing" | "completed"), None when unknown (404).
-async fn status(c: &reqwest::Client, base: &str, id: &str) -> Option<String> {
+/// GET `{base}/v1/async/{what}/{id}`: Some(body) on 200, None on 404.
+async fn task_get(c: &reqwest::Client, base: &str, what: &str, id: &str) -> Option<Value> {
     let r = c
-        .get(format!("{base}/v1/async/status/{id}"))
+        .get(format!("{base}/v1/async/{what}/{id}"))
         .send()
         .await
         .unwrap();
     match r.status().as_u16() {
-        200 => Some(
-            r.json::<Value>().await.unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .into(),
-        ),
+        200 => Some(r.json().await.unwrap()),
         404 => None,
-        code => panic!("status of {id}: {code}"),
+        code => panic!("{what} of {id}: {code}"),
     }
+}
+
+/// The status API: Some("processing" | "completed"), None when unknown (404).
+async fn status(c: &reqwest::Client, base: &str, id: &str) -> Option<String> {
+    let v = task_get(c, base, "status", id).await?;
+    Some(v["status"].as_str().unwrap().into())
 }
 
 /// [`status`] once it is no longer `processing` (20 s at most).
@@ -176,16 +171,7 @@ async fn ended(c: &reqwest::Client, base: &str, id: &str, ctx: &str) -> Option<S
 
 /// The task result of a completed IPN, None when unknown (404).
 async fn result(c: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
-    let r = c
-        .get(format!("{base}/v1/async/result/{id}"))
-        .send()
-        .await
-        .unwrap();
-    match r.status().as_u16() {
-        200 => Some(r.json().await.unwrap()),
-        404 => None,
-        code => panic!("result of {id}: {code}"),
-    }
+    task_get(c, base, "result", id).await
 }
 
 /// `POST /v1/admin/requests/{id}/reprocess`: 404 when the request is gone,

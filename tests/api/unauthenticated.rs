@@ -172,12 +172,7 @@ async fn a_flood_of_bad_signatures_logs_a_few_lines_a_second_and_counts_the_rest
     let config = flood_config(dir.path());
     let settings = Settings::load(&config, &|_| None).unwrap();
     let app = Logged::start(serve_command(&config));
-    let listening = app
-        .wait_line("ipn-relay listening", |l| {
-            json(l).is_some_and(|m| m["message"] == "ipn-relay listening")
-        })
-        .await;
-    let port = json(&listening).unwrap()["port"].as_u64().unwrap();
+    let port = app.port().await;
     let url = format!("http://127.0.0.1:{port}/v1/ipn/acme");
     let client = reqwest::Client::new();
     let bad = |i: usize| {
