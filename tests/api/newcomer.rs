@@ -98,13 +98,7 @@ async fn sign_prints_every_header_and_reads_stdin() {
     assert_eq!(acme[0], ("content-type".into(), "application/json".into()));
     assert!(acme.iter().any(|(k, _)| k == "X-Signature"), "{acme:?}");
 
-    let pos_body = serde_json::to_vec(&json!({
-        "id": "pos-ev-1", "created": "2024-06-28T17:03:50.123Z",
-        "account_id": "acc", "app_id": "app", "payment_id": "pos-pay-1",
-        "data": {"id": "auth-1", "amount": 1500, "currency": "EUR",
-                 "result": {"status": "Succeed"}}
-    }))
-    .unwrap();
+    let pos_body = pos_body("pos-ev-1", "pos-pay-1", "auth-1");
     let pos = header_lines(&sign_stdin(
         &path,
         "pos",
@@ -143,13 +137,7 @@ fn sign_for_paymentsos_without_event_type_names_the_header() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config_text(dir.path(), "", &format!("{BASE}{POS}"))).unwrap();
-    let body = serde_json::to_vec(&json!({
-        "id": "pos-ev-2", "created": "2024-06-28T17:03:50.123Z",
-        "account_id": "acc", "app_id": "app", "payment_id": "pos-pay-2",
-        "data": {"id": "cap-1", "amount": 1500, "currency": "EUR",
-                 "result": {"status": "Succeed"}}
-    }))
-    .unwrap();
+    let body = pos_body("pos-ev-2", "pos-pay-2", "cap-1");
     for extra in [&[][..], &["content-type: application/json"][..]] {
         let o = sign_output(&path, "pos", extra, &body);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -203,4 +191,15 @@ fn a_second_instance_on_the_same_data_dir_fails_with_one_clear_line() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains(&want), "{err}");
     assert!(!err.contains("could not acquire lock"), "{err}");
+}
+
+/// A PaymentsOS notification body (the event type is in its header).
+fn pos_body(event: &str, payment: &str, resource: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": event, "created": "2024-06-28T17:03:50.123Z",
+        "account_id": "acc", "app_id": "app", "payment_id": payment,
+        "data": {"id": resource, "amount": 1500, "currency": "EUR",
+                 "result": {"status": "Succeed"}}
+    }))
+    .unwrap()
 }

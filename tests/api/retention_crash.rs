@@ -169,6 +169,12 @@ async fn ended(c: &reqwest::Client, base: &str, id: &str, ctx: &str) -> Option<S
     }
 }
 
+/// Payment `k` as its merchant reads it.
+async fn payment(c: &reqwest::Client, base: &str, k: usize) -> Value {
+    let url = format!("{base}/v1/payments/{}", pay_id(k));
+    get(c, url, Some(SHOP_KEY)).await
+}
+
 /// The task result of a completed IPN, None when unknown (404).
 async fn result(c: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
     task_get(c, base, "result", id).await
@@ -374,12 +380,7 @@ async fn scenario(n: u32) {
     let feed = get(&c, format!("{base}/v1/events?limit=1000"), Some(SHOP_KEY)).await;
     let mut payments = Vec::new();
     for k in 0..PAYMENTS {
-        let p = get(
-            &c,
-            format!("{base}/v1/payments/{}", pay_id(k)),
-            Some(SHOP_KEY),
-        )
-        .await;
+        let p = payment(&c, &base, k).await;
         payments.push(p);
     }
     let read = Instant::now();
@@ -477,12 +478,7 @@ async fn scenario(n: u32) {
                 .map(|t| format!("listed request {}", t["request_id"])),
         );
         for k in 0..PAYMENTS {
-            let p = get(
-                &c,
-                format!("{base}/v1/payments/{}", pay_id(k)),
-                Some(SHOP_KEY),
-            )
-            .await;
+            let p = payment(&c, &base, k).await;
             let h = p["history"].as_array().unwrap();
             left.extend(
                 h.iter()
