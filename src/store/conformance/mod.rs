@@ -31,7 +31,8 @@
 mod apply;
 mod ingest;
 mod reads;
-mod relay;
+/// Its helpers serve the sled backend's own tests too.
+pub(super) mod relay;
 mod relay_lanes;
 mod relay_stats;
 mod upkeep;
@@ -169,7 +170,7 @@ conformance_tests!(sled, || {
 // ---- fixtures shared by the checks ----
 
 /// The checks' clock origin (unix ms).
-const NOW: i64 = 1_700_000_000_000;
+pub(super) const NOW: i64 = 1_700_000_000_000;
 /// The dedupe window the checks accept with.
 const WINDOW: i64 = 24 * 3_600_000;
 /// The events retention the checks purge with.

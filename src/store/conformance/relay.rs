@@ -9,7 +9,12 @@ use super::*;
 // ---- relay fixtures (shared with `relay_lanes`) ----
 
 /// An API endpoint of `merchant` taking `patterns`, created at `at`.
-pub(super) fn api_ep(merchant: &str, id: &str, patterns: &[&str], at: i64) -> EndpointRecord {
+pub(in crate::store) fn api_ep(
+    merchant: &str,
+    id: &str,
+    patterns: &[&str],
+    at: i64,
+) -> EndpointRecord {
     EndpointRecord {
         id: id.into(),
         merchant_id: merchant.into(),
@@ -28,13 +33,13 @@ pub(super) fn api_ep(merchant: &str, id: &str, patterns: &[&str], at: i64) -> En
 }
 
 /// Create an endpoint (its id must be free).
-pub(super) async fn create(s: &dyn Store, ep: EndpointRecord) {
+pub(in crate::store) async fn create(s: &dyn Store, ep: EndpointRecord) {
     assert!(s.create_endpoint(ep).await.expect("create_endpoint"));
 }
 
 /// Accept, process and apply one IPN moving `key` (at `base`) to `status`
 /// at `at`; the applied event.
-pub(super) async fn emit(
+pub(in crate::store) async fn emit(
     s: &dyn Store,
     key: &PaymentKey,
     base: u64,
@@ -50,7 +55,7 @@ pub(super) async fn emit(
 }
 
 /// The id of the fan-out's delivery of `ev` to endpoint `ep` (round 0).
-pub(super) fn dlv(ev: &EventRecord, ep: &str) -> String {
+pub(in crate::store) fn dlv(ev: &EventRecord, ep: &str) -> String {
     delivery_id(&ev.event_id, &ev.merchant_id, ep, 0, ev.created_at)
 }
 
@@ -70,7 +75,12 @@ pub(super) async fn due(s: &dyn Store, m: &str, ep: &str, now: i64) -> (Vec<Stri
 }
 
 /// An attempt at `at` answered with `status` (an error unless 2xx).
-pub(super) fn attempt(id: &str, at: i64, status: u16, outcome: AttemptOutcome) -> AttemptResult {
+pub(in crate::store) fn attempt(
+    id: &str,
+    at: i64,
+    status: u16,
+    outcome: AttemptOutcome,
+) -> AttemptResult {
     AttemptResult {
         delivery_id: id.into(),
         attempt: AttemptRecord {
@@ -84,19 +94,19 @@ pub(super) fn attempt(id: &str, at: i64, status: u16, outcome: AttemptOutcome) -
     }
 }
 
-pub(super) async fn record(s: &dyn Store, r: AttemptResult) {
+pub(in crate::store) async fn record(s: &dyn Store, r: AttemptResult) {
     s.record_attempt(r).await.expect("record_attempt");
 }
 
 /// Deliveries matching `f` with a limit of 100, newest first.
-pub(super) async fn listed(s: &dyn Store, mut f: DeliveryFilter) -> Vec<DeliveryRecord> {
+pub(in crate::store) async fn listed(s: &dyn Store, mut f: DeliveryFilter) -> Vec<DeliveryRecord> {
     if f.limit == 0 {
         f.limit = 100;
     }
     s.deliveries(f).await.expect("deliveries")
 }
 
-pub(super) fn of(merchant: &str) -> DeliveryFilter {
+pub(in crate::store) fn of(merchant: &str) -> DeliveryFilter {
     DeliveryFilter {
         merchant_id: Some(merchant.into()),
         ..Default::default()

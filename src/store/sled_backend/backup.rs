@@ -29,6 +29,7 @@ pub(super) const NAMES: [&str; TREES] = [
     "lanes",
     "due",
     "attempts",
+    "deliveries_by_merchant",
 ];
 
 const BATCH: usize = 4096;

@@ -16,6 +16,7 @@
 //! | `lanes` | merchant ‖ 0 ‖ endpoint ‖ 0 ‖ payment ‖ 0 ‖ lane pos (u64 BE) | delivery ULID — pending only |
 //! | `due` | merchant ‖ 0 ‖ endpoint ‖ 0 ‖ due at (ms, u64 BE) ‖ delivery ULID | empty — lane heads only |
 //! | `attempts` | delivery ULID ‖ attempt n (u32 BE) | [`AttemptRecord`] |
+//! | `deliveries_by_merchant` | merchant ‖ 0 ‖ delivery ULID | empty — a merchant's listing ([`by_merchant`]) |
 //!
 //! Big-endian numbers make scans come out in arrival / apply order;
 //! merchant and payment ids hold no NUL, so the prefixes are unambiguous.
@@ -39,6 +40,7 @@
 //! its inbox entry exists.
 
 mod backup;
+mod by_merchant;
 mod flush;
 mod inbox;
 mod ingest_ops;
@@ -175,6 +177,7 @@ struct Trees {
     lanes: ::sled::Tree,
     due: ::sled::Tree,
     attempts: ::sled::Tree,
+    by_merchant: ::sled::Tree,
 }
 
 impl Trees {
@@ -195,6 +198,7 @@ impl Trees {
             lanes: db.open_tree("lanes")?,
             due: db.open_tree("due")?,
             attempts: db.open_tree("attempts")?,
+            by_merchant: db.open_tree("deliveries_by_merchant")?,
         })
     }
 
@@ -215,6 +219,7 @@ impl Trees {
             self.lanes.clone(),
             self.due.clone(),
             self.attempts.clone(),
+            self.by_merchant.clone(),
         ]
     }
 }
@@ -264,6 +269,7 @@ impl SledStore {
             .open()
             .map_err(|e| open_error(path, e))?;
         let trees = Trees::open(&db)?;
+        by_merchant::build_if_missing(&trees)?;
         // Every id handed out so far is on disk: the durable mark (the last
         // feed position) starts there. (Not the position of the highest event
         // id: ids sort by arrival, positions by apply.)

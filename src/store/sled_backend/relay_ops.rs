@@ -11,7 +11,7 @@
 //! for its turn is not a failed attempt.
 
 use super::writer::{
-    answer, Answer, Reply, Stage, Writer, ATTEMPTS, DELIVERIES, DUE, ENDPOINTS, LANES,
+    answer, Answer, Reply, Stage, Writer, ATTEMPTS, BY_MERCHANT, DELIVERIES, DUE, ENDPOINTS, LANES,
 };
 use super::*;
 use crate::delivery::patterns;
@@ -342,6 +342,11 @@ impl Writer {
             Some(_) => {}
         }
         stage.put(LANES, lane_key(&d), Some(ulid.to_vec()));
+        stage.put(
+            BY_MERCHANT,
+            super::by_merchant::key(&d.merchant_id, &ulid),
+            Some(Vec::new()),
+        );
         self.save(stage, &d)
     }
 

@@ -69,14 +69,19 @@ pub(super) fn due(
 }
 
 pub(super) fn deliveries(t: &Trees, f: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let rest = |d: &DeliveryRecord| {
+        f.endpoint_id.as_ref().is_none_or(|e| *e == d.endpoint_id)
+            && f.payment_id.as_ref().is_none_or(|p| *p == d.payment_id)
+            && f.state.is_none_or(|s| s == d.state)
+    };
+    // A merchant's listing reads its own deliveries only.
+    if let Some(m) = &f.merchant_id {
+        return super::by_merchant::deliveries(t, m, f.limit, rest);
+    }
     let mut out = Vec::new();
     for v in t.deliveries.iter().values().rev() {
         let d: DeliveryRecord = dec(&v?)?;
-        let keep = f.merchant_id.as_ref().is_none_or(|m| *m == d.merchant_id)
-            && f.endpoint_id.as_ref().is_none_or(|e| *e == d.endpoint_id)
-            && f.payment_id.as_ref().is_none_or(|p| *p == d.payment_id)
-            && f.state.is_none_or(|s| s == d.state);
-        if keep {
+        if rest(&d) {
             out.push(d);
             if out.len() >= f.limit {
                 break;

@@ -113,6 +113,8 @@ impl SledStore {
                 let (ak, av) = a?;
                 keys.push((tree::ATTEMPTS, ak.to_vec(), av));
             }
+            let index = super::by_merchant::key_of(&d)?;
+            keys.push((tree::BY_MERCHANT, index, IVec::default()));
             keys.push((tree::DELIVERIES, k.to_vec(), v));
             p.deliveries += 1;
             if keys.len() >= CHUNK {

@@ -279,3 +279,125 @@ fn a_rounds_accepts_share_inbox_records_of_at_most_128() {
         .collect();
     assert_eq!(seqs, (1..=130).collect::<Vec<_>>());
 }
+
+/// A merchant's delivery listing reads its own deliveries only (through
+/// `deliveries_by_merchant`), not every merchant's: another merchant's
+/// record, unreadable here, is never touched.
+#[tokio::test]
+async fn a_merchants_delivery_listing_reads_only_its_own_deliveries() {
+    use crate::domain::Status;
+    use crate::store::conformance::relay::{api_ep, create, dlv, emit, listed, of};
+    use crate::store::conformance::NOW;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
+    create(&s, api_ep("m1", "all", &["*"], NOW)).await;
+    create(&s, api_ep("m2", "all", &["*"], NOW)).await;
+    let own = emit(
+        &s,
+        &PaymentKey::new("m1", "p1"),
+        0,
+        Status::Succeeded,
+        NOW + 1,
+    )
+    .await;
+    let other = emit(
+        &s,
+        &PaymentKey::new("m2", "p2"),
+        0,
+        Status::Succeeded,
+        NOW + 2,
+    )
+    .await;
+    let ulid = relay_ops::delivery_ulid(&dlv(&other, "all")).unwrap();
+    s.trees
+        .deliveries
+        .insert(ulid, &b"not a delivery record"[..])
+        .unwrap();
+
+    let got: Vec<String> = listed(&s, of("m1"))
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(got, [dlv(&own, "all")]);
+    // The record really is unreadable: a listing of every merchant's fails.
+    let all = DeliveryFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    assert!(s.deliveries(all).await.is_err());
+}
+
+/// A store written before the index existed gets it at open: each
+/// merchant lists its deliveries as before.
+#[tokio::test]
+async fn a_store_without_the_merchant_index_builds_it_at_open() {
+    use crate::domain::Status;
+    use crate::store::conformance::relay::{api_ep, create, dlv, emit, listed, of};
+    use crate::store::conformance::NOW;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SledOptions { sync: true };
+    let (a, b) = {
+        let s = SledStore::open(dir.path(), opts).unwrap();
+        create(&s, api_ep("m1", "all", &["*"], NOW)).await;
+        create(&s, api_ep("m2", "all", &["*"], NOW)).await;
+        let a = emit(
+            &s,
+            &PaymentKey::new("m1", "p1"),
+            0,
+            Status::Succeeded,
+            NOW + 1,
+        )
+        .await;
+        let b = emit(
+            &s,
+            &PaymentKey::new("m2", "p2"),
+            0,
+            Status::Succeeded,
+            NOW + 2,
+        )
+        .await;
+        // As an earlier build left it: no index, no mark.
+        s.trees.by_merchant.clear().unwrap();
+        s.trees.meta.remove(b"by_merchant_built").unwrap();
+        assert!(listed(&s, of("m1")).await.is_empty());
+        s.close();
+        (a, b)
+    };
+    let s = SledStore::open(dir.path(), opts).unwrap();
+    let ids = |ds: Vec<DeliveryRecord>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(ids(listed(&s, of("m1")).await), [dlv(&a, "all")]);
+    assert_eq!(ids(listed(&s, of("m2")).await), [dlv(&b, "all")]);
+}
+
+/// Retention drops a delivery's index entry with it, in the same write.
+#[tokio::test]
+async fn retention_drops_a_deliverys_merchant_index_entry_with_it() {
+    use crate::domain::Status;
+    use crate::store::conformance::relay::{
+        api_ep, attempt, create, dlv, emit, listed, of, record,
+    };
+    use crate::store::conformance::NOW;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
+    create(&s, api_ep("m1", "all", &["*"], NOW)).await;
+    let ev = emit(
+        &s,
+        &PaymentKey::new("m1", "p1"),
+        0,
+        Status::Succeeded,
+        NOW + 1,
+    )
+    .await;
+    let id = dlv(&ev, "all");
+    record(&s, attempt(&id, NOW + 2, 200, AttemptOutcome::Succeeded)).await;
+    assert_eq!(s.trees.by_merchant.len(), 1);
+    let r = RetentionMs {
+        dedupe_window: 1000,
+        events: 1000,
+    };
+    let p = s.purge_expired(NOW + 10_000, r).await.unwrap();
+    assert_eq!(p.deliveries, 1, "{p:?}");
+    assert!(listed(&s, of("m1")).await.is_empty());
+    assert_eq!(s.trees.by_merchant.len(), 0, "the index entry went too");
+}

@@ -29,7 +29,7 @@ use super::queue::WorkQueue;
 pub(super) use super::stage::Stage;
 use super::*;
 
-pub(super) const TREES: usize = 15;
+pub(super) const TREES: usize = 16;
 pub(super) const REQUESTS: usize = 0;
 pub(super) const TASKS: usize = 1;
 pub(super) const INBOX: usize = 2;
@@ -45,6 +45,8 @@ pub(super) const DELIVERIES: usize = 11;
 pub(super) const LANES: usize = 12;
 pub(super) const DUE: usize = 13;
 pub(super) const ATTEMPTS: usize = 14;
+/// The `deliveries_by_merchant` index ([`super::by_merchant`]).
+pub(super) const BY_MERCHANT: usize = 15;
 
 /// `meta` key of the last id handed out (inbox order, feed positions, lane
 /// positions, replay rounds), written with every round that handed one out.
@@ -362,6 +364,7 @@ pub(super) mod tree {
     pub const HISTORY: usize = super::HISTORY;
     pub const DELIVERIES: usize = super::DELIVERIES;
     pub const ATTEMPTS: usize = super::ATTEMPTS;
+    pub const BY_MERCHANT: usize = super::BY_MERCHANT;
 }
 
 /// The last id handed out (at open): `id_last` in `meta`, or for a store
