@@ -14,6 +14,7 @@ mod failpoints;
 mod feed;
 mod fuzz_props;
 mod helpers;
+mod index_crash;
 mod ingest;
 mod ingress;
 mod logs;

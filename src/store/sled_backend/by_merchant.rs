@@ -6,39 +6,44 @@
 //! Written with the delivery in the same round ([`super::relay_ops`]'s
 //! enqueue) and removed with it by retention, in the same chunk. A store
 //! written before the index existed gets it built at open, before the
-//! writer starts; `meta` `by_merchant_built` marks it done, so a crash in
-//! the middle builds it again (the inserts are idempotent).
+//! writer starts, in one transaction with the `meta` mark
+//! `by_merchant_built`: a crash before it leaves the store as it was (the
+//! next open builds it), after it the index is whole. The crash point
+//! `store::open::by_merchant` stops the process just before that write
+//! (`tests/api/index_crash.rs`).
+
+use ::sled::Transactional;
 
 use super::relay_ops::delivery_ulid;
 use super::*;
 
 const BUILT: &[u8] = b"by_merchant_built";
-const BUILD_BATCH: usize = 4096;
 
 /// merchant ‖ 0 ‖ ulid
 pub(super) fn key(merchant: &str, ulid: &[u8]) -> Vec<u8> {
     joined(merchant, ulid)
 }
 
-/// Build the index from `deliveries` unless a previous open did.
+/// Build the index from `deliveries` unless a previous open did: one
+/// atomic write of every entry and the mark.
 pub(super) fn build_if_missing(t: &Trees) -> Result<(), StoreError> {
     if t.meta.get(BUILT)?.is_some() {
         return Ok(());
     }
     let mut batch = ::sled::Batch::default();
-    let mut n = 0;
     for kv in t.deliveries.iter() {
         let (k, v) = kv?;
         let d: DeliveryRecord = dec(&v)?;
         batch.insert(key(&d.merchant_id, &k), &[][..]);
-        n += 1;
-        if n % BUILD_BATCH == 0 {
-            t.by_merchant.apply_batch(std::mem::take(&mut batch))?;
-        }
     }
-    t.by_merchant.apply_batch(batch)?;
-    t.meta.insert(BUILT, &[][..])?;
-    Ok(())
+    crash_point("store::open::by_merchant");
+    (&t.by_merchant, &t.meta)
+        .transaction(|(index, meta)| {
+            index.apply_batch(&batch)?;
+            meta.insert(BUILT, &[][..])?;
+            Ok::<(), ::sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(super::writer::tx_error)
 }
 
 /// A merchant's deliveries, newest first, that `keep` accepts, `limit` at most.

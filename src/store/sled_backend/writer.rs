@@ -271,12 +271,7 @@ impl Writer {
                 }
                 Ok::<(), ::sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                ::sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-                ::sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Io("transaction aborted".into())
-                }
-            })
+            .map_err(tx_error)
     }
 
     fn execute(&mut self, op: Op, stage: &mut Stage, work: &mut Vec<Work>) -> Answer {
@@ -350,6 +345,16 @@ impl Writer {
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
         self.get(stage, tree, key)?.map(|b| dec(&b)).transpose()
+    }
+}
+
+/// A failed sled transaction (ours never abort) as a store error.
+pub(super) fn tx_error(e: ::sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        ::sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+        ::sled::transaction::TransactionError::Abort(()) => {
+            StoreError::Io("transaction aborted".into())
+        }
     }
 }
 
