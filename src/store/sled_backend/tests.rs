@@ -2,6 +2,8 @@
 //! every `Store` verb against it from `store::conformance`).
 
 use super::*;
+use crate::store::conformance::relay::{attempt, dlv, listed, of, record};
+use crate::store::conformance::NOW;
 
 fn new_ipn(key: &str) -> NewIpn {
     NewIpn {
@@ -280,34 +282,26 @@ fn a_rounds_accepts_share_inbox_records_of_at_most_128() {
     assert_eq!(seqs, (1..=130).collect::<Vec<_>>());
 }
 
+/// Merchant `m`'s endpoint "all" (created if new) and one applied change
+/// of payment `p` at NOW + `dt`, fanned out to it: the event.
+async fn delivered(s: &SledStore, m: &str, p: &str, dt: i64) -> EventRecord {
+    use crate::store::conformance::relay::{api_ep, create, emit};
+    if s.endpoint(m, "all").await.unwrap().is_none() {
+        create(s, api_ep(m, "all", &["*"], NOW)).await;
+    }
+    let key = PaymentKey::new(m, p);
+    emit(s, &key, 0, crate::domain::Status::Succeeded, NOW + dt).await
+}
+
 /// A merchant's delivery listing reads its own deliveries only (through
 /// `deliveries_by_merchant`), not every merchant's: another merchant's
 /// record, unreadable here, is never touched.
 #[tokio::test]
 async fn a_merchants_delivery_listing_reads_only_its_own_deliveries() {
-    use crate::domain::Status;
-    use crate::store::conformance::relay::{api_ep, create, dlv, emit, listed, of};
-    use crate::store::conformance::NOW;
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
-    create(&s, api_ep("m1", "all", &["*"], NOW)).await;
-    create(&s, api_ep("m2", "all", &["*"], NOW)).await;
-    let own = emit(
-        &s,
-        &PaymentKey::new("m1", "p1"),
-        0,
-        Status::Succeeded,
-        NOW + 1,
-    )
-    .await;
-    let other = emit(
-        &s,
-        &PaymentKey::new("m2", "p2"),
-        0,
-        Status::Succeeded,
-        NOW + 2,
-    )
-    .await;
+    let own = delivered(&s, "m1", "p1", 1).await;
+    let other = delivered(&s, "m2", "p2", 2).await;
     let ulid = relay_ops::delivery_ulid(&dlv(&other, "all")).unwrap();
     s.trees
         .deliveries
@@ -332,31 +326,12 @@ async fn a_merchants_delivery_listing_reads_only_its_own_deliveries() {
 /// merchant lists its deliveries as before.
 #[tokio::test]
 async fn a_store_without_the_merchant_index_builds_it_at_open() {
-    use crate::domain::Status;
-    use crate::store::conformance::relay::{api_ep, create, dlv, emit, listed, of};
-    use crate::store::conformance::NOW;
     let dir = tempfile::tempdir().unwrap();
     let opts = SledOptions { sync: true };
     let (a, b) = {
         let s = SledStore::open(dir.path(), opts).unwrap();
-        create(&s, api_ep("m1", "all", &["*"], NOW)).await;
-        create(&s, api_ep("m2", "all", &["*"], NOW)).await;
-        let a = emit(
-            &s,
-            &PaymentKey::new("m1", "p1"),
-            0,
-            Status::Succeeded,
-            NOW + 1,
-        )
-        .await;
-        let b = emit(
-            &s,
-            &PaymentKey::new("m2", "p2"),
-            0,
-            Status::Succeeded,
-            NOW + 2,
-        )
-        .await;
+        let a = delivered(&s, "m1", "p1", 1).await;
+        let b = delivered(&s, "m2", "p2", 2).await;
         // As an earlier build left it: no index, no mark.
         s.trees.by_merchant.clear().unwrap();
         s.trees.meta.remove(b"by_merchant_built").unwrap();
@@ -373,22 +348,9 @@ async fn a_store_without_the_merchant_index_builds_it_at_open() {
 /// Retention drops a delivery's index entry with it, in the same write.
 #[tokio::test]
 async fn retention_drops_a_deliverys_merchant_index_entry_with_it() {
-    use crate::domain::Status;
-    use crate::store::conformance::relay::{
-        api_ep, attempt, create, dlv, emit, listed, of, record,
-    };
-    use crate::store::conformance::NOW;
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
-    create(&s, api_ep("m1", "all", &["*"], NOW)).await;
-    let ev = emit(
-        &s,
-        &PaymentKey::new("m1", "p1"),
-        0,
-        Status::Succeeded,
-        NOW + 1,
-    )
-    .await;
+    let ev = delivered(&s, "m1", "p1", 1).await;
     let id = dlv(&ev, "all");
     record(&s, attempt(&id, NOW + 2, 200, AttemptOutcome::Succeeded)).await;
     assert_eq!(s.trees.by_merchant.len(), 1);
