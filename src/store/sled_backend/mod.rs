@@ -41,6 +41,7 @@
 
 mod backup;
 mod by_merchant;
+mod commit;
 mod flush;
 mod inbox;
 mod ingest_ops;
@@ -269,6 +270,13 @@ impl SledStore {
             .open()
             .map_err(|e| open_error(path, e))?;
         let trees = Trees::open(&db)?;
+        let restored = commit::recover(&trees.all())?;
+        if restored > 0 {
+            tracing::warn!(
+                keys = restored,
+                "a crash left a writer round half-written; rolled it back"
+            );
+        }
         by_merchant::build_if_missing(&trees)?;
         // Every id handed out so far is on disk: the durable mark (the last
         // feed position) starts there. (Not the position of the highest event

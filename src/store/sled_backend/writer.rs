@@ -1,5 +1,5 @@
-//! The one writer: rounds of queued operations, each round one sled
-//! transaction and one group-commit ticket. The verbs live in
+//! The one writer: rounds of queued operations, each round one atomic
+//! write ([`super::commit`]) and one group-commit ticket. The verbs live in
 //! [`super::ingest_ops`] and [`super::relay_ops`]; the probe and the backup
 //! run here.
 //!
@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 
-use ::sled::{IVec, Transactional};
+use ::sled::IVec;
 
 use super::flush::GroupCommit;
 use super::queue::WorkQueue;
@@ -243,35 +243,9 @@ impl Writer {
         }
     }
 
-    /// Commit the round in one transaction.
+    /// Commit the round: one atomic write ([`super::commit`]).
     fn write(&self, stage: &Stage) -> Result<(), StoreError> {
-        let batches: Vec<(usize, ::sled::Batch)> = stage
-            .maps
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| !m.is_empty())
-            .map(|(i, m)| {
-                let mut b = ::sled::Batch::default();
-                for (k, v) in m {
-                    match v {
-                        Some(v) => b.insert(k.as_slice(), v.clone()),
-                        None => b.remove(k.as_slice()),
-                    }
-                }
-                (i, b)
-            })
-            .collect();
-        if batches.is_empty() {
-            return Ok(());
-        }
-        self.all[..]
-            .transaction(|tx| {
-                for (i, b) in &batches {
-                    tx[*i].apply_batch(b)?;
-                }
-                Ok::<(), ::sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_error)
+        super::commit::write(&self.all, stage)
     }
 
     fn execute(&mut self, op: Op, stage: &mut Stage, work: &mut Vec<Work>) -> Answer {
