@@ -48,6 +48,13 @@ async fn crash_before_committing_applies_neither_repeats_nor_skips_an_ipn() {
     crash_at("store::commit::apply").await;
 }
 
+/// The stop leaves a round half-written on disk (its undo record and half
+/// of its writes, flushed); the next open rolls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_half_way_through_writing_a_round_rolls_it_back_and_applies_each_ipn_once() {
+    crash_at("store::write::partial").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_a_commit_before_answering_applies_each_ipn_once() {
     crash_at("store::committed").await;

@@ -91,6 +91,13 @@ async fn crash_in_the_apply_and_fan_out_write_delivers_each_applied_change() {
     crash_at("store::commit::apply").await;
 }
 
+/// Half-way through writing any round (accept, apply and fan-out, an
+/// attempt's result), flushed: rolled back at the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_half_way_through_writing_a_round_delivers_each_applied_change() {
+    crash_at("store::write::partial").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_before_an_attempts_result_is_written_delivers_again_with_the_same_id() {
     crash_at("store::commit::relay").await;

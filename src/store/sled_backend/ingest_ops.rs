@@ -1,7 +1,7 @@
 //! The ingest side's writes, on the one writer ([`super::writer`]):
 //! accepting IPNs, applying decided plans (payment state, history, events,
 //! the task's result, the inbox entry's removal and the fan-out into
-//! deliveries, all in the round's one transaction), registrations, taking
+//! deliveries, all in the round's one atomic write), registrations, taking
 //! an errored task, reprocessing, the quarantine, and retention's removals.
 
 use ::sled::IVec;

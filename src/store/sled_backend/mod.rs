@@ -25,13 +25,13 @@
 //! the verbs in [`ingest_ops`] and [`relay_ops`]): it
 //! takes every operation queued since its last round, computes each one's
 //! writes against the trees plus what earlier operations of the round
-//! staged, commits them all in one sled transaction (crash-atomic: sled
-//! seals the transaction's log records as one batch), and takes a
-//! group-commit ticket ([`flush`]). Callers then wait for the flush that
-//! covers the ticket. A sled transaction takes a global lock, measured at
-//! ~14% of ack throughput when taken once per request; taken once per round
-//! it costs little, and with one writer no two writes ever race, so no
-//! per-key locks are needed and read-check-write (dedupe, versions) is exact.
+//! staged, commits them all as one atomic write ([`commit`]: plain sled
+//! writes behind an undo record that the next open rolls back if a crash
+//! cut the round short; a sled transaction for a round with over 1 MiB of
+//! before-images), and takes a group-commit ticket ([`flush`]). Callers
+//! then wait for the flush that covers the ticket. With one writer no two
+//! writes ever race, so no per-key locks are needed and read-check-write
+//! (dedupe, versions) is exact.
 //!
 //! **Work hand-off.** The writer appends each new inbox entry to an
 //! in-memory queue ([`queue`]) in commit order; the processor takes work
