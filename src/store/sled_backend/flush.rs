@@ -49,6 +49,9 @@ struct Shared {
     /// Tickets handed out; taken *after* the caller's write completed, so a
     /// flush that starts after reading this covers every ticket ≤ the value read.
     written: AtomicU64,
+    /// Rounds whose write has begun ([`GroupCommit::begin`]): the ticket
+    /// the round in progress, if any, will take.
+    started: AtomicU64,
     /// Set by the writer before each ticket (see [`Flushed::mark`]).
     mark: AtomicU64,
     wake: Mutex<Wake>,
@@ -73,6 +76,7 @@ impl GroupCommit {
         });
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             mark: AtomicU64::new(mark),
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
@@ -130,6 +134,19 @@ impl GroupCommit {
             // The sender lives in `shared`, which we hold: unreachable.
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Call before a round's write begins (its writes become visible to
+    /// readers one by one, before its ticket).
+    pub fn begin(&self) {
+        self.shared.started.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The ticket of the last round whose write has begun: waiting for it
+    /// (after a read) covers every write that read could have seen, even
+    /// one of a round still writing.
+    pub fn started(&self) -> u64 {
+        self.shared.started.load(Ordering::SeqCst)
     }
 
     /// The last ticket handed out: waiting for it covers every committed round.
@@ -218,6 +235,9 @@ fn flush_loop(s: &Shared, db: &::sled::Db, data_file: &File, blobs: &Path) {
 }
 
 fn fatal(s: &Shared, error: &str) {
+    // Nothing becomes durable after this: every later ticket has failed
+    // (including the one a round whose write failed never took).
+    s.done.send_modify(|f| f.failed_upto = u64::MAX);
     s.fatal.send_if_modified(|f| {
         if f.is_some() {
             return false;

@@ -533,11 +533,14 @@ impl Store for SledStore {
         limit: usize,
         skip: &[String],
     ) -> Result<Due, StoreError> {
+        let due = relay_reads::due(&self.trees, merchant_id, endpoint_id, now, limit, skip)?;
         if self.sync {
-            // Send only what a crash cannot take back.
-            self.commit.wait(self.commit.written()).await?;
+            // Send only what a crash cannot take back: the flush covering
+            // every round begun before this point (so every write the read
+            // could have seen, one of a round still writing included).
+            self.commit.wait(self.commit.started()).await?;
         }
-        relay_reads::due(&self.trees, merchant_id, endpoint_id, now, limit, skip)
+        Ok(due)
     }
 
     async fn record_attempt(&self, r: AttemptResult) -> Result<(), StoreError> {

@@ -219,6 +219,7 @@ impl Writer {
             .iter()
             .any(|&t| !stage.maps[t].is_empty());
         let counted = super::stats::Delta::of(&stage, &self.all, ids_before);
+        self.commit.begin();
         let failed = self.write(&stage).err().map(|e| e.to_string());
         let ticket = match &failed {
             None => {
