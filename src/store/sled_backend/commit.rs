@@ -148,6 +148,10 @@ pub(super) fn recover(all: &Trees) -> Result<usize, StoreError> {
         meta.remove(k)?;
     }
     meta.flush()?;
+    tracing::warn!(
+        keys = restored,
+        "a crash left a writer round half-written; rolled it back"
+    );
     Ok(restored)
 }
 

@@ -149,11 +149,6 @@ impl GroupCommit {
         self.shared.started.load(Ordering::SeqCst)
     }
 
-    /// The last ticket handed out: waiting for it covers every committed round.
-    pub fn written(&self) -> u64 {
-        self.shared.written.load(Ordering::SeqCst)
-    }
-
     /// Everything up to this mark is durable.
     pub fn durable_mark(&self) -> u64 {
         self.shared.done.borrow().mark
