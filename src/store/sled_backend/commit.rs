@@ -7,41 +7,60 @@
 //! extra log-buffer writes per round, each a `pwrite` + `sync_file_range`
 //! on sled's I/O pool (whose every job wakes all seven idle pool threads),
 //! on top of the group flush's own. Measured on the ingest bench, plain
-//! writes take about a quarter less CPU per IPN (see the README,
-//! Performance).
+//! writes take 15–25% less CPU per IPN (see the README, Performance).
 //!
 //! **The scheme.** The writer thread, the only one that writes:
 //! 1. reads the value every staged key has now (its *before-image*);
-//! 2. inserts the before-images into `meta` under `undo\0<n>` (chunks of at
-//!    most [`CHUNK`] bytes, so none is big enough to become a sled blob file);
+//! 2. inserts them all as one value, the undo record, under `meta`'s
+//!    `undo` key (one key, so it is there whole or not at all);
 //! 3. writes the staged values, tree by tree in tree order, key order within
 //!    a tree (plain inserts and removes);
-//! 4. removes the undo chunks.
+//! 4. removes the undo record.
 //!
-//! sled recovers a *prefix* of its log: recovery stops at the first torn or
-//! missing message (`check_contiguity_in_unstable_tail`, then `LogIter` up
-//! to that point; the batch manifests of its own transactions rely on the
-//! same), and one thread logs these writes in this order. So after a crash
-//! the store holds nothing of the round, or the undo chunks and part of
-//! the writes, or the whole round (step 4 is in the log). In the middle
-//! case [`recover`], at the next open and before anything reads, puts
-//! every before-image back and then removes the chunks, as plain writes
-//! again: a crash during recovery leaves the chunks, and the next open
-//! repeats it (putting a before-image back twice is putting it back once).
-//! Only one round is ever in progress, so there is at most one undo record.
+//! After a process crash, sled recovers a *prefix* of its log: an offset is
+//! stable only once everything before it is written, and recovery stops at
+//! the first torn or missing message (`check_contiguity_in_unstable_tail`,
+//! then `LogIter` up to that point; sled's own batch manifests rely on the
+//! same). Page consolidations, splits and segment rewrites log a page as
+//! it is after the writes it holds, so they come later in the log than
+//! those writes. One thread logs steps 2–4 in order. So the store holds
+//! nothing of the round, or the undo record and part of the writes, or the
+//! whole round (step 4 is in the log). In the middle case [`recover`], at
+//! the next open and before anything reads, puts every before-image back
+//! and then removes the record, as plain writes again: a crash during
+//! recovery leaves the record, and the next open repeats it (putting a
+//! before-image back twice is putting it back once).
 //!
-//! A round whose before-images come to more than [`UNDO_MAX`] bytes
-//! (retention removing many large requests) commits as one sled
-//! transaction instead: rare, and its undo record would be as big as what
-//! it removes.
+//! On power loss the argument is weaker, as it was for sled's
+//! transactions: sled writes each log buffer with `sync_file_range`, which
+//! does not flush the disk's cache, so buffers not yet covered by a group
+//! flush (`db.flush()` + `fdatasync`, [`super::flush`]) may reach the
+//! platter out of order. Nothing acknowledged depends on them: an ack, a
+//! delivery and a listed event all wait for a group flush that covers the
+//! whole round.
 //!
-//! Readers (HTTP reads, the dispatcher) do not take part: they may see a
+//! A round whose before-images come to more than [`UNDO_MAX`] bytes (a very
+//! large round, or retention removing large requests) commits as one sled
+//! transaction instead, so the undo record never becomes a blob file.
+//!
+//! If a write fails half-way (an I/O error), the store is fatal: the
+//! process exits, and the next open rolls the round back; until then, reads
+//! may see the half-written round.
+//!
+//! **Readers** (HTTP reads, the dispatcher) take no part: they may see a
 //! round half-written for the moment it takes, where a transaction would
-//! have hidden it. Records come before the indexes that point at them in
-//! tree order (payments, events and deliveries before `event_ids`, `due`
-//! and `deliveries_by_merchant`), and every reader already skips an index
-//! entry whose record is gone (retention removes both), so what a reader
-//! can see is at most a record its index does not list yet.
+//! have hidden it. Tree order puts records before the indexes that point
+//! at them (requests before `inbox` and `dedupe`, events before
+//! `event_ids`, deliveries before `lanes`, `due`, `attempts` and
+//! `deliveries_by_merchant`), so an insert is never indexed before its
+//! record exists. The other way round, for the moment a round takes, a
+//! reader may find an index entry whose record retention just removed (the
+//! readers skip it; an events cursor naming that event is answered as
+//! unknown, as it will be once retention is done), a `due` entry a moment
+//! older than its delivery's record, or a payment at its new version a
+//! moment before its history entry. The dispatcher sends
+//! only after the group flush covering every round begun before its read
+//! ([`super::flush::GroupCommit::started`]).
 //!
 //! Crash point (tests only): `store::write::partial`, half-way through step
 //! 3 of a round with at least two writes, flushes what was written so far
@@ -53,12 +72,14 @@ use super::stage::Stage;
 use super::writer::{tx_error, META, TREES};
 use super::StoreError;
 
-/// The largest undo chunk (sled logs a value over segment size / 4,
-/// 128 KiB by default, to a blob file of its own).
-const CHUNK: usize = 64 * 1024;
-/// Above this many bytes of before-images, a round commits as a transaction.
-const UNDO_MAX: usize = 1024 * 1024;
-const UNDO_PREFIX: &[u8] = b"undo\0";
+/// Above this many bytes of before-images, a round commits as a
+/// transaction. sled logs a message over segment size / 4 (128 KiB by
+/// default) to a blob file of its own, which it never syncs and which its
+/// recovery skips when missing; the undo record, with the few small keys
+/// of `meta` beside it in its node, stays well below that.
+const UNDO_MAX: usize = 64 * 1024;
+/// The `meta` key of the undo record.
+const UNDO: &[u8] = b"undo";
 
 type Trees = [::sled::Tree; TREES];
 
@@ -68,13 +89,11 @@ pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
     if writes == 0 {
         return Ok(());
     }
-    let Some(chunks) = undo_record(all, stage)? else {
+    let Some(undo) = undo_record(all, stage)? else {
         return write_transaction(all, stage);
     };
     let meta = &all[META];
-    for (n, chunk) in chunks.iter().enumerate() {
-        meta.insert(undo_key(n), chunk.as_slice())?;
-    }
+    meta.insert(UNDO, undo)?;
     let mut done = 0;
     for (tree, map) in stage.maps.iter().enumerate() {
         for (key, value) in map {
@@ -88,65 +107,45 @@ pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
             done += 1;
         }
     }
-    for n in (0..chunks.len()).rev() {
-        meta.remove(undo_key(n))?;
-    }
+    meta.remove(UNDO)?;
     Ok(())
 }
 
-/// Steps 1 and 2's record: every staged key's before-image, in chunks of
-/// at most [`CHUNK`] bytes (one entry may exceed it alone); None above
-/// [`UNDO_MAX`] in all.
-fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
-    let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
-    let mut total = 0;
+/// Step 1's record: every staged key's before-image; None above
+/// [`UNDO_MAX`] bytes.
+fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut undo = Vec::new();
     for (tree, map) in stage.maps.iter().enumerate() {
         for key in map.keys() {
             let before = all[tree].get(key)?;
-            let mut entry = Vec::with_capacity(10 + key.len());
-            encode(&mut entry, tree, key, before.as_deref());
-            total += entry.len();
-            if total > UNDO_MAX {
+            encode(&mut undo, tree, key, before.as_deref());
+            if undo.len() > UNDO_MAX {
                 return Ok(None);
-            }
-            let last = chunks.last_mut().expect("one chunk at least");
-            if !last.is_empty() && last.len() + entry.len() > CHUNK {
-                chunks.push(entry);
-            } else {
-                last.extend_from_slice(&entry);
             }
         }
     }
-    Ok(Some(chunks))
+    Ok(Some(undo))
 }
 
 /// At open: put back the before-images of a round a crash left half
 /// written, then drop its undo record. Returns how many keys it put back.
 pub(super) fn recover(all: &Trees) -> Result<usize, StoreError> {
     let meta = &all[META];
-    let mut chunks = Vec::new();
-    for kv in meta.scan_prefix(UNDO_PREFIX) {
-        chunks.push(kv?);
-    }
-    if chunks.is_empty() {
+    let Some(undo) = meta.get(UNDO)? else {
         return Ok(0);
-    }
+    };
     let mut restored = 0;
-    for (_, chunk) in &chunks {
-        let mut rest: &[u8] = chunk;
-        while !rest.is_empty() {
-            let (tree, key, before, tail) = decode(rest)?;
-            match before {
-                Some(v) => all[tree].insert(key, v)?,
-                None => all[tree].remove(key)?,
-            };
-            restored += 1;
-            rest = tail;
-        }
+    let mut rest: &[u8] = &undo;
+    while !rest.is_empty() {
+        let (tree, key, before, tail) = decode(rest)?;
+        match before {
+            Some(v) => all[tree].insert(key, v)?,
+            None => all[tree].remove(key)?,
+        };
+        restored += 1;
+        rest = tail;
     }
-    for (k, _) in chunks.iter().rev() {
-        meta.remove(k)?;
-    }
+    meta.remove(UNDO)?;
     meta.flush()?;
     tracing::warn!(
         keys = restored,
@@ -181,12 +180,6 @@ fn write_transaction(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
             Ok::<(), ::sled::transaction::ConflictableTransactionError<()>>(())
         })
         .map_err(tx_error)
-}
-
-fn undo_key(n: usize) -> Vec<u8> {
-    let mut k = UNDO_PREFIX.to_vec();
-    k.extend_from_slice(&(n as u32).to_be_bytes());
-    k
 }
 
 /// tree (1) ‖ key length (u32 BE) ‖ key ‖ 0 (absent) or 1 ‖ value length (u32 BE) ‖ value.
@@ -311,7 +304,7 @@ mod tests {
                     encode(&mut undo, t, k, all[t].get(k).unwrap().as_deref());
                 }
             }
-            all[META].insert(undo_key(0), undo).unwrap();
+            all[META].insert(UNDO, undo).unwrap();
             all[0].insert("kept", "new value").unwrap();
             all[0].insert("new", "n").unwrap();
             db.flush().unwrap();
@@ -325,44 +318,32 @@ mod tests {
     }
 
     #[test]
-    fn many_before_images_are_split_into_chunks_below_the_blob_threshold() {
+    fn a_large_round_of_small_keys_commits_as_a_transaction_too() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, all) = open(dir.path());
-        let big = "v".repeat(20_000);
-        let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
-        let first: Vec<(usize, &str, Option<&str>)> = keys
-            .iter()
-            .map(|k| (1, k.as_str(), Some(big.as_str())))
-            .collect();
-        write(&all, &stage_of(&first)).unwrap();
-        // Rewriting them has 200 KB of before-images: 4 chunks of 3, 3, 3, 1.
-        let second: Vec<(usize, &str, Option<&str>)> = keys
-            .iter()
-            .map(|k| (1, k.as_str(), Some("small")))
-            .collect();
-        let stage = stage_of(&second);
-        let chunks = undo_record(&all, &stage).unwrap().unwrap();
-        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        assert_eq!(chunks.len(), 4, "chunk sizes {sizes:?}");
-        assert!(sizes.iter().all(|&s| s <= CHUNK), "{sizes:?}");
-        let entries: usize = chunks
-            .iter()
-            .map(|c| {
-                let mut rest: &[u8] = c;
-                let mut n = 0;
-                while !rest.is_empty() {
-                    let (tree, _, before, tail) = decode(rest).unwrap();
-                    assert_eq!((tree, before.unwrap().len()), (1, 20_000));
-                    rest = tail;
-                    n += 1;
-                }
-                n
-            })
-            .sum();
-        assert_eq!(entries, 10);
+        // 3000 new keys: 48 KB of keys, 66 KB with their entry headers, over
+        // UNDO_MAX (undo records never grow into sled blobs).
+        let keys: Vec<String> = (0..3000).map(|i| format!("request-{i:08}")).collect();
+        let puts: Vec<(usize, &str, Option<&str>)> =
+            keys.iter().map(|k| (0, k.as_str(), Some("v"))).collect();
+        let stage = stage_of(&puts);
+        assert!(undo_record(&all, &stage).unwrap().is_none());
         write(&all, &stage).unwrap();
-        assert_eq!(all[1].get("k3").unwrap().unwrap(), "small");
-        assert_eq!(recover(&all).unwrap(), 0, "no undo record is left");
+        assert_eq!(all[0].len(), 3000);
+        assert_eq!(recover(&all).unwrap(), 0);
+        // A round of 100 of them has a record, and it decodes whole.
+        let small = stage_of(&puts[..100]);
+        let undo = undo_record(&all, &small).unwrap().unwrap();
+        assert!(undo.len() <= UNDO_MAX);
+        let mut rest: &[u8] = &undo;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let (tree, _, before, tail) = decode(rest).unwrap();
+            assert_eq!((tree, before.as_deref()), (0, Some(&b"v"[..])));
+            rest = tail;
+            n += 1;
+        }
+        assert_eq!(n, 100);
     }
 
     #[test]
@@ -387,9 +368,7 @@ mod tests {
     fn a_damaged_undo_record_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, all) = open(dir.path());
-        all[META]
-            .insert(undo_key(0), vec![0u8, 0, 0, 0, 9, b'k'])
-            .unwrap();
+        all[META].insert(UNDO, vec![0u8, 0, 0, 0, 9, b'k']).unwrap();
         let e = recover(&all).unwrap_err();
         assert!(e.to_string().contains("undo record"), "{e}");
     }

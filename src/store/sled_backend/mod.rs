@@ -27,7 +27,7 @@
 //! writes against the trees plus what earlier operations of the round
 //! staged, commits them all as one atomic write ([`commit`]: plain sled
 //! writes behind an undo record that the next open rolls back if a crash
-//! cut the round short; a sled transaction for a round with over 1 MiB of
+//! cut the round short; a sled transaction for a round with over 64 KiB of
 //! before-images), and takes a group-commit ticket ([`flush`]). Callers
 //! then wait for the flush that covers the ticket. With one writer no two
 //! writes ever race, so no per-key locks are needed and read-check-write

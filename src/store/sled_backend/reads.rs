@@ -1,5 +1,6 @@
-//! Reads: straight from the trees. The writer commits whole rounds at once,
-//! so a read sees every change whole or not at all.
+//! Reads: straight from the trees, without a lock. A round being written
+//! may be seen half-way for the moment it takes (what that can look like:
+//! [`super::commit`]); a crash never leaves one half-way.
 
 use super::*;
 

@@ -219,6 +219,9 @@ impl Writer {
             .iter()
             .any(|&t| !stage.maps[t].is_empty());
         let counted = super::stats::Delta::of(&stage, &self.all, ids_before);
+        // A panic from here to the ticket would leave `started` ahead of
+        // every ticket: readers waiting for it would wait forever.
+        let _fatal_on_panic = FatalOnPanic(&self.commit);
         self.commit.begin();
         let failed = self.write(&stage).err().map(|e| e.to_string());
         let ticket = match &failed {
@@ -320,6 +323,18 @@ impl Writer {
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
         self.get(stage, tree, key)?.map(|b| dec(&b)).transpose()
+    }
+}
+
+/// Raises the store's fatal error if the writer panics while it lives, so
+/// nobody waits for a ticket the round will never take.
+struct FatalOnPanic<'a>(&'a GroupCommit);
+
+impl Drop for FatalOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fatal("the store's writer thread panicked");
+        }
     }
 }
 
