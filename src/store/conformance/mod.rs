@@ -44,7 +44,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use super::sled_backend::{SledOptions, SledStore};
+use super::sled_backend::SledOptions;
 use super::*;
 use crate::domain::{Outcome, PaymentState, Status};
 
@@ -161,7 +161,7 @@ conformance_tests!(sled, || {
     Backend::new(move || {
         let path = dir.path().to_path_buf();
         async move {
-            let store = SledStore::open(&path, SledOptions { sync: true }).expect("open sled");
+            let store = super::sled_backend::reopen(&path, SledOptions { sync: true });
             Arc::new(store) as Arc<dyn Store>
         }
     })

@@ -525,4 +525,25 @@ impl Drop for SledStore {
 }
 
 #[cfg(test)]
+/// Open the store at `path`, waiting (at most 5 s) while an instance a
+/// test closed a moment ago still holds sled's file lock: its last log
+/// write may still be finishing on sled's I/O pool, which keeps the file
+/// open until that job ends.
+pub(crate) fn reopen(path: &std::path::Path, opts: SledOptions) -> SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match SledStore::open(path, opts) {
+            Ok(s) => return s,
+            Err(StoreError::Open(e))
+                if e.contains("another ipn-relay is using")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {}: {e}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

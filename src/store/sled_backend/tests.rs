@@ -38,7 +38,7 @@ async fn ids_keep_rising_across_restarts() {
     let opts = SledOptions { sync: true };
     let mut seen = Vec::new();
     for round in 0..3 {
-        let s = SledStore::open(&path, opts).unwrap();
+        let s = reopen(&path, opts);
         for i in 0..3 {
             seen.push(accept_one(&s, &format!("k{round}-{i}")).await);
         }
@@ -69,7 +69,7 @@ async fn a_restored_store_hands_out_rising_ids_above_the_backups_floor() {
     let opts = SledOptions { sync: true };
     let mut seen = Vec::new();
     for round in 0..3 {
-        let s = SledStore::open(&path, opts).unwrap();
+        let s = reopen(&path, opts);
         seen.push(accept_one(&s, &format!("k{round}")).await);
         s.close();
     }
@@ -105,7 +105,7 @@ fn quarantine_values_of_both_layouts_decode() {
 #[tokio::test]
 async fn retention_racing_a_reprocess_keeps_the_request_of_the_reprocessed_task() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(&dir.path().join("store"), SledOptions { sync: true }).unwrap();
+    let s = reopen(&dir.path().join("store"), SledOptions { sync: true });
     let ipn = new_ipn("raced");
     let id = ipn.request.request_id;
     s.accept(ipn, 1_700_000_000_000).await.unwrap();
@@ -163,7 +163,7 @@ async fn applying_part_of_a_rounds_inbox_record_keeps_the_rest_across_a_reopen()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let opts = SledOptions { sync: true };
-    let s = SledStore::open(&path, opts).unwrap();
+    let s = reopen(&path, opts);
     let at = 1_700_000_000_000;
     let a = |k: &str| s.accept(new_ipn(k), at);
     let got = tokio::join!(a("r0"), a("r1"), a("r2"), a("r3"), a("r4"), a("r5"));
@@ -179,7 +179,7 @@ async fn applying_part_of_a_rounds_inbox_record_keeps_the_rest_across_a_reopen()
     s.close();
     drop(s);
 
-    let s = SledStore::open(&path, opts).unwrap();
+    let s = reopen(&path, opts);
     assert_eq!(s.stats().await.unwrap().inbox_depth, 3);
     let again = s.next_work(100, Duration::from_secs(5)).await.unwrap();
     let want: Vec<WorkId> = work.iter().skip(1).step_by(2).map(|w| w.id).collect();
@@ -210,7 +210,7 @@ async fn inbox_entries_written_one_per_key_are_handed_out_and_applied() {
             .unwrap();
         db.flush().unwrap();
     }
-    let s = SledStore::open(&path, opts).unwrap();
+    let s = reopen(&path, opts);
     assert_eq!(s.stats().await.unwrap().inbox_depth, 1);
     let work = s.next_work(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(work.len(), 1);
@@ -299,7 +299,7 @@ async fn delivered(s: &SledStore, m: &str, p: &str, dt: i64) -> EventRecord {
 #[tokio::test]
 async fn a_merchants_delivery_listing_reads_only_its_own_deliveries() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
+    let s = reopen(dir.path(), SledOptions { sync: true });
     let own = delivered(&s, "m1", "p1", 1).await;
     let other = delivered(&s, "m2", "p2", 2).await;
     let ulid = relay_ops::delivery_ulid(&dlv(&other, "all")).unwrap();
@@ -329,7 +329,7 @@ async fn a_store_without_the_merchant_index_builds_it_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let opts = SledOptions { sync: true };
     let (a, b) = {
-        let s = SledStore::open(dir.path(), opts).unwrap();
+        let s = reopen(dir.path(), opts);
         let a = delivered(&s, "m1", "p1", 1).await;
         let b = delivered(&s, "m2", "p2", 2).await;
         // As an earlier build left it: no index, no mark.
@@ -339,7 +339,7 @@ async fn a_store_without_the_merchant_index_builds_it_at_open() {
         s.close();
         (a, b)
     };
-    let s = SledStore::open(dir.path(), opts).unwrap();
+    let s = reopen(dir.path(), opts);
     let ids = |ds: Vec<DeliveryRecord>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
     assert_eq!(ids(listed(&s, of("m1")).await), [dlv(&a, "all")]);
     assert_eq!(ids(listed(&s, of("m2")).await), [dlv(&b, "all")]);
@@ -349,7 +349,7 @@ async fn a_store_without_the_merchant_index_builds_it_at_open() {
 #[tokio::test]
 async fn retention_drops_a_deliverys_merchant_index_entry_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SledStore::open(dir.path(), SledOptions { sync: true }).unwrap();
+    let s = reopen(dir.path(), SledOptions { sync: true });
     let ev = delivered(&s, "m1", "p1", 1).await;
     let id = dlv(&ev, "all");
     record(&s, attempt(&id, NOW + 2, 200, AttemptOutcome::Succeeded)).await;
