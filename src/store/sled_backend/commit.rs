@@ -13,8 +13,8 @@
 //! 1. reads the value every staged key has now (its *before-image*);
 //! 2. inserts them all as one value, the undo record, under `meta`'s
 //!    `undo` key (one key, so it is there whole or not at all);
-//! 3. writes the staged values, tree by tree in tree order, key order within
-//!    a tree (plain inserts and removes);
+//! 3. writes the staged values, tree by tree in [`WRITE_ORDER`], key order
+//!    within a tree (plain inserts and removes);
 //! 4. removes the undo record.
 //!
 //! After a process crash, sled recovers a *prefix* of its log: an offset is
@@ -43,24 +43,29 @@
 //! large round, or retention removing large requests) commits as one sled
 //! transaction instead, so the undo record never becomes a blob file.
 //!
-//! If a write fails half-way (an I/O error), the store is fatal: the
-//! process exits, and the next open rolls the round back; until then, reads
-//! may see the half-written round.
+//! If a write fails half-way (an I/O error), the store is fatal and the
+//! process stops; the writer writes nothing more (every later round fails),
+//! and the next open rolls the round back. Until the process is gone,
+//! reads may see the half-written round. A record already in `meta` when
+//! a round begins means exactly that: [`write`] refuses to write on top.
+//! The record also holds the `id_last` mark from before and after its
+//! round; [`recover`] refuses to open a store whose mark moved past both
+//! (an older build, which ignores the record, wrote on top after a crash).
 //!
 //! **Readers** (HTTP reads, the dispatcher) take no part: they may see a
 //! round half-written for the moment it takes, where a transaction would
-//! have hidden it. Tree order puts records before the indexes that point
-//! at them (requests before `inbox` and `dedupe`, events before
-//! `event_ids`, deliveries before `lanes`, `due`, `attempts` and
-//! `deliveries_by_merchant`), so an insert is never indexed before its
-//! record exists. The other way round, for the moment a round takes, a
-//! reader may find an index entry whose record retention just removed (the
-//! readers skip it; an events cursor naming that event is answered as
-//! unknown, as it will be once retention is done), a `due` entry a moment
-//! older than its delivery's record, or a payment at its new version a
-//! moment before its history entry. The dispatcher sends
-//! only after the group flush covering every round begun before its read
-//! ([`super::flush::GroupCommit::started`]).
+//! have hidden it. [`WRITE_ORDER`] puts every record before what names it
+//! (a request before its inbox and dedupe entries; an event before its
+//! index entry and the history entry, task result and deliveries that
+//! carry its id; a delivery before its lane, due and index entries), so an
+//! insert is never named before it exists. The other way round, for the
+//! moment a round takes, a reader may find an index entry whose record
+//! retention just removed (the readers skip it; an events cursor naming
+//! that event is answered as unknown, as it will be once retention is
+//! done), a `due` entry a moment older than its delivery's record, or a
+//! history entry a moment before the payment's new version. The
+//! dispatcher sends only after the group flush covering every round begun
+//! before its read ([`super::flush::GroupCommit::started`]).
 //!
 //! Crash point (tests only): `store::write::partial`, half-way through step
 //! 3 of a round with at least two writes, flushes what was written so far
@@ -69,7 +74,7 @@
 use ::sled::{IVec, Transactional};
 
 use super::stage::Stage;
-use super::writer::{tx_error, META, TREES};
+use super::writer::*;
 use super::StoreError;
 
 /// Above this many bytes of before-images, a round commits as a
@@ -83,20 +88,52 @@ const UNDO: &[u8] = b"undo";
 
 type Trees = [::sled::Tree; TREES];
 
+/// The order a round's writes go in (tree indexes): records before what
+/// names them, so a reader never finds a name before its record: a
+/// request before its inbox entry and dedupe record, an event before its
+/// index entry, history, task result and deliveries, history before the
+/// payment's new version, a delivery before its lane, due and index
+/// entries and attempts. Crash atomicity does not depend on it.
+const WRITE_ORDER: [usize; TREES] = [
+    REQUESTS,
+    QUARANTINE,
+    EVENTS,
+    EVENT_IDS,
+    HISTORY,
+    PAYMENTS,
+    TASKS,
+    INBOX,
+    DEDUPE,
+    ENDPOINTS,
+    DELIVERIES,
+    LANES,
+    DUE,
+    ATTEMPTS,
+    BY_MERCHANT,
+    META,
+];
+
 /// Commit `stage` (see the module docs).
 pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
     let writes: usize = stage.maps.iter().map(|m| m.len()).sum();
     if writes == 0 {
         return Ok(());
     }
+    let meta = &all[META];
+    // Only a round the next open would have to roll back leaves a record
+    // behind, and nothing may be written on top of that.
+    if meta.contains_key(UNDO)? {
+        return Err(StoreError::Io(
+            "an earlier round was left half-written; reopen the store to roll it back".into(),
+        ));
+    }
     let Some(undo) = undo_record(all, stage)? else {
         return write_transaction(all, stage);
     };
-    let meta = &all[META];
     meta.insert(UNDO, undo)?;
     let mut done = 0;
-    for (tree, map) in stage.maps.iter().enumerate() {
-        for (key, value) in map {
+    for tree in WRITE_ORDER {
+        for (key, value) in &stage.maps[tree] {
             if done == writes / 2 && writes >= 2 {
                 partial_crash_point(meta);
             }
@@ -111,10 +148,18 @@ pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Step 1's record: every staged key's before-image; None above
+/// Step 1's record: the `id_last` mark before and after the round (see
+/// [`recover`]), then every staged key's before-image; None above
 /// [`UNDO_MAX`] bytes.
 fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError> {
     let mut undo = Vec::new();
+    let mark = all[META].get(ID_LAST)?;
+    let after = match stage.maps[META].get(ID_LAST) {
+        Some(staged) => staged.clone(),
+        None => mark.clone(),
+    };
+    put_opt(&mut undo, mark.as_deref());
+    put_opt(&mut undo, after.as_deref());
     for (tree, map) in stage.maps.iter().enumerate() {
         for key in map.keys() {
             let before = all[tree].get(key)?;
@@ -129,13 +174,30 @@ fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError
 
 /// At open: put back the before-images of a round a crash left half
 /// written, then drop its undo record. Returns how many keys it put back.
+///
+/// Only if the store's `id_last` mark is still the one from before or
+/// after that round: otherwise rounds were committed on top of it (an
+/// older build, which ignores the record, opened the store after the
+/// crash), and putting the before-images back would undo their writes, so
+/// the open is refused instead.
 pub(super) fn recover(all: &Trees) -> Result<usize, StoreError> {
     let meta = &all[META];
     let Some(undo) = meta.get(UNDO)? else {
         return Ok(0);
     };
+    let bad = || StoreError::Codec("undo record".into());
+    let (mark, rest) = take_opt(&undo).ok_or_else(bad)?;
+    let (after, mut rest) = take_opt(rest).ok_or_else(bad)?;
+    let now = meta.get(ID_LAST)?;
+    if now != mark && now != after {
+        return Err(StoreError::Open(
+            "the store holds the undo record of a round that a crash left half-written, \
+             and later writes were made on top of it (by an older build?); \
+             restore it from a backup"
+                .into(),
+        ));
+    }
     let mut restored = 0;
-    let mut rest: &[u8] = &undo;
     while !rest.is_empty() {
         let (tree, key, before, tail) = decode(rest)?;
         match before {
@@ -182,18 +244,35 @@ fn write_transaction(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
         .map_err(tx_error)
 }
 
-/// tree (1) ‖ key length (u32 BE) ‖ key ‖ 0 (absent) or 1 ‖ value length (u32 BE) ‖ value.
+/// tree (1) ‖ key length (u32 BE) ‖ key ‖ the before-image ([`put_opt`]).
 fn encode(out: &mut Vec<u8>, tree: usize, key: &[u8], before: Option<&[u8]>) {
     out.push(tree as u8);
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
-    match before {
+    put_opt(out, before);
+}
+
+/// 0 (absent), or 1 ‖ length (u32 BE) ‖ value.
+fn put_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
         None => out.push(0),
         Some(v) => {
             out.push(1);
             out.extend_from_slice(&(v.len() as u32).to_be_bytes());
             out.extend_from_slice(v);
         }
+    }
+}
+
+fn take_opt(b: &[u8]) -> Option<(Option<IVec>, &[u8])> {
+    let (&flag, rest) = b.split_first()?;
+    match flag {
+        0 => Some((None, rest)),
+        1 => {
+            let (v, rest) = take_len(rest)?;
+            Some((Some(IVec::from(v)), rest))
+        }
+        _ => None,
     }
 }
 
@@ -207,15 +286,8 @@ fn decode(b: &[u8]) -> Result<Entry<'_>, StoreError> {
         return Err(bad());
     }
     let (key, rest) = take_len(rest).ok_or_else(bad)?;
-    let (&flag, rest) = rest.split_first().ok_or_else(bad)?;
-    match flag {
-        0 => Ok((tree, key, None, rest)),
-        1 => {
-            let (v, rest) = take_len(rest).ok_or_else(bad)?;
-            Ok((tree, key, Some(IVec::from(v)), rest))
-        }
-        _ => Err(bad()),
-    }
+    let (before, rest) = take_opt(rest).ok_or_else(bad)?;
+    Ok((tree, key, before, rest))
 }
 
 /// A u32 BE length and that many bytes.
@@ -310,12 +382,7 @@ mod tests {
                 (0, "new", Some("n")),
                 (5, "gone", None),
             ]);
-            let mut undo = Vec::new();
-            for (t, m) in round.maps.iter().enumerate() {
-                for k in m.keys() {
-                    encode(&mut undo, t, k, all[t].get(k).unwrap().as_deref());
-                }
-            }
+            let undo = undo_record(&all, &round).unwrap().unwrap();
             all[META].insert(UNDO, undo).unwrap();
             all[0].insert("kept", "new value").unwrap();
             all[0].insert("new", "n").unwrap();
@@ -347,7 +414,10 @@ mod tests {
         let small = stage_of(&puts[..100]);
         let undo = undo_record(&all, &small).unwrap().unwrap();
         assert!(undo.len() <= UNDO_MAX);
-        let mut rest: &[u8] = &undo;
+        // The id_last marks (none here), then the entries.
+        let (mark, rest) = take_opt(&undo).unwrap();
+        let (after, mut rest) = take_opt(rest).unwrap();
+        assert_eq!((mark, after), (None, None));
         let mut n = 0;
         while !rest.is_empty() {
             let (tree, _, before, tail) = decode(rest).unwrap();
@@ -374,6 +444,48 @@ mod tests {
         write(&all, &stage).unwrap();
         assert!(all[0].is_empty());
         assert_eq!(recover(&all).unwrap(), 0);
+    }
+
+    /// An older build opened the store after the crash (it ignores the
+    /// record) and handed out ids: the before-images are stale.
+    #[test]
+    fn an_undo_record_that_later_rounds_overtook_refuses_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, all) = open(dir.path());
+        let id = |n: u64| Some(n.to_be_bytes().to_vec());
+        write(&all, &stage_of(&[(0, "a", Some("1"))])).unwrap();
+        all[META].insert(ID_LAST, id(5).unwrap()).unwrap();
+        let mut round = stage_of(&[(0, "a", Some("2"))]);
+        round.put(META, ID_LAST.to_vec(), id(6));
+        let undo = undo_record(&all, &round).unwrap().unwrap();
+        all[META].insert(UNDO, undo.clone()).unwrap();
+        all[0].insert("a", "2").unwrap();
+        // Still the mark from before (or after) the round: rolled back.
+        assert_eq!(recover(&all).unwrap(), 2);
+        assert_eq!(all[0].get("a").unwrap().unwrap(), "1");
+        // Later rounds moved the mark on: refused, nothing touched.
+        all[META].insert(UNDO, undo).unwrap();
+        all[META].insert(ID_LAST, id(9).unwrap()).unwrap();
+        all[0].insert("a", "3").unwrap();
+        let e = recover(&all).unwrap_err();
+        assert!(
+            e.to_string().contains("later writes were made on top"),
+            "{e}"
+        );
+        assert_eq!(all[0].get("a").unwrap().unwrap(), "3");
+    }
+
+    #[test]
+    fn nothing_is_written_on_top_of_a_half_written_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, all) = open(dir.path());
+        let first = stage_of(&[(0, "a", Some("1")), (1, "b", Some("1"))]);
+        all[META]
+            .insert(UNDO, undo_record(&all, &first).unwrap().unwrap())
+            .unwrap();
+        let e = write(&all, &stage_of(&[(0, "c", Some("1"))])).unwrap_err();
+        assert!(e.to_string().contains("half-written"), "{e}");
+        assert!(all[0].get("c").unwrap().is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The one writer: rounds of queued operations, each round one atomic
-//! write ([`super::commit`]) and one group-commit ticket. The verbs live in
+//! The one writer: rounds of queued operations, each round one write that
+//! a crash leaves whole or absent ([`super::commit`]) and one group-commit
+//! ticket. The verbs live in
 //! [`super::ingest_ops`] and [`super::relay_ops`]; the probe and the backup
 //! run here.
 //!
@@ -9,8 +10,9 @@
 //! undone and only it answers with the error. After the commit the writer
 //! hands new inbox entries to the work queue and answers every operation
 //! with its result and the round's ticket; a failed commit answers all of
-//! them with the error, writes nothing and raises the store's fatal error
-//! (sled cannot write again without a reopen).
+//! them with the error and raises the store's fatal error (the process
+//! stops); it may have written part of the round, which the next open
+//! rolls back, so from then on every round fails without writing.
 //!
 //! Crash points (tests only, [`super::crash_point`]): before the commit, a
 //! round passes one for each kind of write it holds —
@@ -107,6 +109,8 @@ pub(super) struct Writer {
     stats: Arc<super::stats::Counters>,
     /// This round's inbox record ([`super::inbox`]), once it has one.
     pub(super) inbox_slot: Option<u64>,
+    /// Set by the first failed write: every later round fails unwritten.
+    broken: Option<String>,
 }
 
 pub(super) fn answer<T: Send + 'static>(reply: Reply<T>, res: Result<T, StoreError>) -> Answer {
@@ -141,6 +145,7 @@ impl Writer {
             stats,
             id_last,
             inbox_slot: None,
+            broken: None,
             endpoints,
             relay,
             feed: commit.durable_mark(),
@@ -223,7 +228,12 @@ impl Writer {
         // every ticket: readers waiting for it would wait forever.
         let _fatal_on_panic = FatalOnPanic(&self.commit);
         self.commit.begin();
-        let failed = self.write(&stage).err().map(|e| e.to_string());
+        let failed = match &self.broken {
+            // Nothing more is written once a write failed: the next open
+            // rolls the failed round back ([`super::commit`]).
+            Some(e) => Some(e.clone()),
+            None => self.write(&stage).err().map(|e| e.to_string()),
+        };
         let ticket = match &failed {
             None => {
                 self.stats.add(counted);
@@ -236,9 +246,11 @@ impl Writer {
                 t
             }
             Some(e) => {
-                tracing::error!(error = %e, "store write failed; answering 503");
-                // sled 0.34 refuses every later write after an I/O error.
-                self.commit.fatal(&format!("store write failed: {e}"));
+                if self.broken.is_none() {
+                    tracing::error!(error = %e, "store write failed; answering 503");
+                    self.commit.fatal(&format!("store write failed: {e}"));
+                    self.broken = Some(format!("an earlier store write failed: {e}"));
+                }
                 0
             }
         };
