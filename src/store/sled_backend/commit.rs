@@ -113,8 +113,24 @@ const WRITE_ORDER: [usize; TREES] = [
     META,
 ];
 
-/// Commit `stage` (see the module docs).
-pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
+/// Every staged key's value in the trees now (its before-image): per
+/// tree, in the order of that tree's staged keys.
+pub(super) type Befores = [Vec<Option<IVec>>; TREES];
+
+/// Step 1 (the writer also counts the round's stats from them).
+pub(super) fn before_images(all: &Trees, stage: &Stage) -> Result<Befores, StoreError> {
+    let mut out: Befores = Default::default();
+    for (tree, map) in stage.maps.iter().enumerate() {
+        for key in map.keys() {
+            out[tree].push(all[tree].get(key)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Commit `stage`, whose [`before_images`] are `befores` (see the module
+/// docs).
+pub(super) fn write(all: &Trees, stage: &Stage, befores: &Befores) -> Result<(), StoreError> {
     let writes: usize = stage.maps.iter().map(|m| m.len()).sum();
     if writes == 0 {
         return Ok(());
@@ -127,7 +143,7 @@ pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
             "an earlier round was left half-written; reopen the store to roll it back".into(),
         ));
     }
-    let Some(undo) = undo_record(all, stage)? else {
+    let Some(undo) = undo_record(all, stage, befores)? else {
         return write_transaction(all, stage);
     };
     meta.insert(UNDO, undo)?;
@@ -148,10 +164,14 @@ pub(super) fn write(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Step 1's record: the `id_last` mark before and after the round (see
+/// Step 2's record: the `id_last` mark before and after the round (see
 /// [`recover`]), then every staged key's before-image; None above
 /// [`UNDO_MAX`] bytes.
-fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError> {
+fn undo_record(
+    all: &Trees,
+    stage: &Stage,
+    befores: &Befores,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let mut undo = Vec::new();
     let mark = all[META].get(ID_LAST)?;
     let after = match stage.maps[META].get(ID_LAST) {
@@ -161,8 +181,7 @@ fn undo_record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError
     put_opt(&mut undo, mark.as_deref());
     put_opt(&mut undo, after.as_deref());
     for (tree, map) in stage.maps.iter().enumerate() {
-        for key in map.keys() {
-            let before = all[tree].get(key)?;
+        for (key, before) in map.keys().zip(&befores[tree]) {
             encode(&mut undo, tree, key, before.as_deref());
             if undo.len() > UNDO_MAX {
                 return Ok(None);
@@ -330,6 +349,14 @@ mod tests {
         (db, all.try_into().unwrap())
     }
 
+    fn commit(all: &Trees, stage: &Stage) -> Result<(), StoreError> {
+        write(all, stage, &before_images(all, stage)?)
+    }
+
+    fn record(all: &Trees, stage: &Stage) -> Result<Option<Vec<u8>>, StoreError> {
+        undo_record(all, stage, &before_images(all, stage)?)
+    }
+
     fn stage_of(puts: &[(usize, &str, Option<&str>)]) -> Stage {
         let mut s = Stage {
             maps: Default::default(),
@@ -356,8 +383,8 @@ mod tests {
     fn a_round_is_written_whole_and_leaves_no_undo_record() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, all) = open(dir.path());
-        write(&all, &stage_of(&[(0, "a", Some("1")), (3, "b", Some("2"))])).unwrap();
-        write(&all, &stage_of(&[(0, "a", None), (3, "b", Some("3"))])).unwrap();
+        commit(&all, &stage_of(&[(0, "a", Some("1")), (3, "b", Some("2"))])).unwrap();
+        commit(&all, &stage_of(&[(0, "a", None), (3, "b", Some("3"))])).unwrap();
         assert_eq!(dump(&all), vec![(3, b"b".to_vec(), b"3".to_vec())]);
         assert_eq!(recover(&all).unwrap(), 0);
     }
@@ -369,7 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (db, all) = open(dir.path());
-            write(
+            commit(
                 &all,
                 &stage_of(&[(0, "kept", Some("old")), (5, "gone", Some("x"))]),
             )
@@ -382,7 +409,7 @@ mod tests {
                 (0, "new", Some("n")),
                 (5, "gone", None),
             ]);
-            let undo = undo_record(&all, &round).unwrap().unwrap();
+            let undo = record(&all, &round).unwrap().unwrap();
             all[META].insert(UNDO, undo).unwrap();
             all[0].insert("kept", "new value").unwrap();
             all[0].insert("new", "n").unwrap();
@@ -406,13 +433,13 @@ mod tests {
         let puts: Vec<(usize, &str, Option<&str>)> =
             keys.iter().map(|k| (0, k.as_str(), Some("v"))).collect();
         let stage = stage_of(&puts);
-        assert!(undo_record(&all, &stage).unwrap().is_none());
-        write(&all, &stage).unwrap();
+        assert!(record(&all, &stage).unwrap().is_none());
+        commit(&all, &stage).unwrap();
         assert_eq!(all[0].len(), 3000);
         assert_eq!(recover(&all).unwrap(), 0);
         // A round of 100 of them has a record, and it decodes whole.
         let small = stage_of(&puts[..100]);
-        let undo = undo_record(&all, &small).unwrap().unwrap();
+        let undo = record(&all, &small).unwrap().unwrap();
         assert!(undo.len() <= UNDO_MAX);
         // The id_last marks (none here), then the entries.
         let (mark, rest) = take_opt(&undo).unwrap();
@@ -436,12 +463,12 @@ mod tests {
         let keys = ["a", "b", "c", "d"];
         let puts: Vec<(usize, &str, Option<&str>)> =
             keys.iter().map(|k| (0, *k, Some(big.as_str()))).collect();
-        write(&all, &stage_of(&puts)).unwrap();
+        commit(&all, &stage_of(&puts)).unwrap();
         let removals: Vec<(usize, &str, Option<&str>)> =
             keys.iter().map(|k| (0, *k, None)).collect();
         let stage = stage_of(&removals);
-        assert!(undo_record(&all, &stage).unwrap().is_none());
-        write(&all, &stage).unwrap();
+        assert!(record(&all, &stage).unwrap().is_none());
+        commit(&all, &stage).unwrap();
         assert!(all[0].is_empty());
         assert_eq!(recover(&all).unwrap(), 0);
     }
@@ -453,11 +480,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_db, all) = open(dir.path());
         let id = |n: u64| Some(n.to_be_bytes().to_vec());
-        write(&all, &stage_of(&[(0, "a", Some("1"))])).unwrap();
+        commit(&all, &stage_of(&[(0, "a", Some("1"))])).unwrap();
         all[META].insert(ID_LAST, id(5).unwrap()).unwrap();
         let mut round = stage_of(&[(0, "a", Some("2"))]);
         round.put(META, ID_LAST.to_vec(), id(6));
-        let undo = undo_record(&all, &round).unwrap().unwrap();
+        let undo = record(&all, &round).unwrap().unwrap();
         all[META].insert(UNDO, undo.clone()).unwrap();
         all[0].insert("a", "2").unwrap();
         // Still the mark from before (or after) the round: rolled back.
@@ -481,9 +508,9 @@ mod tests {
         let (_db, all) = open(dir.path());
         let first = stage_of(&[(0, "a", Some("1")), (1, "b", Some("1"))]);
         all[META]
-            .insert(UNDO, undo_record(&all, &first).unwrap().unwrap())
+            .insert(UNDO, record(&all, &first).unwrap().unwrap())
             .unwrap();
-        let e = write(&all, &stage_of(&[(0, "c", Some("1"))])).unwrap_err();
+        let e = commit(&all, &stage_of(&[(0, "c", Some("1"))])).unwrap_err();
         assert!(e.to_string().contains("half-written"), "{e}");
         assert!(all[0].get("c").unwrap().is_none());
     }

@@ -3,10 +3,10 @@
 //! Counted once at open (one pass over `inbox`, `deliveries`, `endpoints`),
 //! then adjusted per round by the writer: before the commit, [`Delta::of`]
 //! compares each staged key of those trees with what the tree holds (the
-//! writer is the only one writing, so the tree is the state before the
-//! round; an inbox record started in the round is known to be new and is
-//! not looked up; inbox records count their entries), and after the commit
-//! succeeded the delta is added. Whatever verb
+//! round's before-images, read once for its undo record too,
+//! [`super::commit::before_images`]; the writer is the only one writing,
+//! so the tree is the state before the round; inbox records count their
+//! entries), and after the commit succeeded the delta is added. Whatever verb
 //! staged the change (accept, apply, reprocess, attempts, retries, replay,
 //! endpoint changes, retention), the counts follow the stored records.
 
@@ -78,21 +78,12 @@ impl Counters {
 }
 
 impl Delta {
-    /// What committing `stage` over `trees` changes in the counts.
-    /// `ids_before` is the writer's last id before the round: an inbox
-    /// record keyed above it was started in this round, so the tree cannot
-    /// hold it (ids are never reused) and is not looked up.
-    pub(super) fn of(stage: &Stage, trees: &[::sled::Tree], ids_before: u64) -> Delta {
+    /// What committing `stage` changes in the counts, from the values its
+    /// keys hold now (`befores`, [`super::commit::before_images`]).
+    pub(super) fn of(stage: &Stage, befores: &super::commit::Befores) -> Delta {
         let mut d = Delta::default();
-        for (key, new) in stage.staged(INBOX) {
-            let fresh = u64_key(key).is_ok_and(|seq| seq > ids_before);
-            let had = match fresh {
-                true => 0,
-                false => match trees[INBOX].get(key) {
-                    Ok(Some(old)) => super::inbox::count(&old),
-                    _ => 0,
-                },
-            };
+        for ((_, new), old) in stage.staged(INBOX).zip(&befores[INBOX]) {
+            let had = old.as_ref().map_or(0, |v| super::inbox::count(v));
             let has = new.as_ref().map_or(0, |v| super::inbox::count(v));
             d.inbox += has as i64 - had as i64;
         }
@@ -100,9 +91,9 @@ impl Delta {
             (DELIVERIES, Delta::delivery as fn(&mut Delta, &[u8], i64)),
             (ENDPOINTS, Delta::endpoint),
         ] {
-            for (key, new) in stage.staged(tree) {
-                if let Ok(Some(old)) = trees[tree].get(key) {
-                    f(&mut d, &old, -1);
+            for ((_, new), old) in stage.staged(tree).zip(&befores[tree]) {
+                if let Some(old) = old {
+                    f(&mut d, old, -1);
                 }
                 if let Some(new) = new {
                     f(&mut d, new, 1);

@@ -223,7 +223,12 @@ impl Writer {
         let touched_relay = [ENDPOINTS, DELIVERIES, DUE]
             .iter()
             .any(|&t| !stage.maps[t].is_empty());
-        let counted = super::stats::Delta::of(&stage, &self.all, ids_before);
+        // Read once: the undo record and the stats' deltas both need them.
+        let befores = super::commit::before_images(&self.all, &stage);
+        let counted = match &befores {
+            Ok(b) => super::stats::Delta::of(&stage, b),
+            Err(_) => super::stats::Delta::default(),
+        };
         // A panic from here to the ticket would leave `started` ahead of
         // every ticket: readers waiting for it would wait forever.
         let _fatal_on_panic = FatalOnPanic(&self.commit);
@@ -232,7 +237,10 @@ impl Writer {
             // Nothing more is written once a write failed: the next open
             // rolls the failed round back ([`super::commit`]).
             Some(e) => Some(e.clone()),
-            None => self.write(&stage).err().map(|e| e.to_string()),
+            None => befores
+                .and_then(|b| super::commit::write(&self.all, &stage, &b))
+                .err()
+                .map(|e| e.to_string()),
         };
         let ticket = match &failed {
             None => {
@@ -257,11 +265,6 @@ impl Writer {
         for a in answers {
             a(failed.as_deref(), ticket);
         }
-    }
-
-    /// Commit the round: one atomic write ([`super::commit`]).
-    fn write(&self, stage: &Stage) -> Result<(), StoreError> {
-        super::commit::write(&self.all, stage)
     }
 
     fn execute(&mut self, op: Op, stage: &mut Stage, work: &mut Vec<Work>) -> Answer {
