@@ -423,6 +423,31 @@ mod tests {
         }
     }
 
+    /// A crash during the rollback at open (some before-images put back,
+    /// the record still there): the next open puts them all back again.
+    #[test]
+    fn a_rollback_cut_short_is_done_whole_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, all) = open(dir.path());
+        commit(
+            &all,
+            &stage_of(&[(0, "a", Some("old")), (2, "b", Some("old"))]),
+        )
+        .unwrap();
+        let before = dump(&all);
+        let round = stage_of(&[(0, "a", Some("new")), (2, "b", None), (4, "c", Some("n"))]);
+        all[META]
+            .insert(UNDO, record(&all, &round).unwrap().unwrap())
+            .unwrap();
+        all[0].insert("a", "new").unwrap();
+        all[2].remove("b").unwrap();
+        all[4].insert("c", "n").unwrap();
+        // The first before-image put back, then the stop.
+        all[0].insert("a", "old").unwrap();
+        assert_eq!(recover(&all).unwrap(), 3);
+        assert_eq!(dump(&all), before);
+    }
+
     #[test]
     fn a_large_round_of_small_keys_commits_as_a_transaction_too() {
         let dir = tempfile::tempdir().unwrap();
