@@ -133,8 +133,7 @@ pub async fn run(
             continue;
         }
         let oldest = ready.iter().map(|p| p.work.request.received_at).min();
-        let backlog = sched.len() + ready.len();
-        if !yield_to_acks(&*store, &*cx.clock, backlog, oldest.unwrap_or(0), &shutdown).await {
+        if !yield_to_acks(&*store, &*cx.clock, oldest.unwrap_or(0), &shutdown).await {
             break;
         }
         // Test-only: a worker that dies (see `tests/api/workers.rs`).
@@ -263,7 +262,7 @@ const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
 const HOLD_BACKLOG: usize = 512;
 
 /// Acks first: when processing has fallen behind (at least `HOLD_BACKLOG`
-/// requests waiting: a burst) and IPN acknowledgements wait for their flush,
+/// requests in the store's inbox, [`Store::backlog`]: a burst) and IPN acknowledgements wait for their flush,
 /// hold this job back, until it is `ACKS_FIRST_LIMIT` old. A saturating
 /// burst of up to that long is acknowledged at the rate of ingest alone and
 /// applied right after it; a longer one settles at the rate both share.
@@ -272,11 +271,18 @@ const HOLD_BACKLOG: usize = 512;
 async fn yield_to_acks(
     store: &dyn Store,
     clock: &dyn Clock,
-    backlog: usize,
     received_at: i64,
     shutdown: &CancellationToken,
 ) -> bool {
-    while hold_for_acks(store.acks_waiting(), backlog, received_at, clock.now_ms()) {
+    // The store's count, not this loop's: with batches as large as a page,
+    // what waits here stays under `HOLD_BACKLOG` however far behind the
+    // inbox is.
+    while hold_for_acks(
+        store.acks_waiting(),
+        store.backlog() as usize,
+        received_at,
+        clock.now_ms(),
+    ) {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(2)) => {}

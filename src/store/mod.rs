@@ -374,6 +374,11 @@ pub trait Store: Send + Sync {
     /// mostly acknowledgements; the sled backend cannot tell them apart.)
     fn acks_waiting(&self) -> bool;
 
+    /// How many accepted requests wait to be applied (the inbox), from a
+    /// count kept as writes commit: cheap enough for every processor pass
+    /// (the acks-first rule reads it).
+    fn backlog(&self) -> u64;
+
     /// Counts for the operator's gauges (`GET /metrics`), cheap enough for
     /// every scrape: kept as writes commit, never by scanning.
     async fn stats(&self) -> Result<StoreStats, StoreError>;

@@ -23,7 +23,7 @@
 //! | [`ingest`] | accept, request, task (while processing), next_work, close + reopen |
 //! | [`apply`] | apply, take_error, reprocess |
 //! | [`reads`] | events, history, payment, register_payment, tasks |
-//! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, purge_expired, [`event_id`] |
+//! | [`upkeep`] | quarantine, quarantined, probe, acks_waiting, backlog, purge_expired, [`event_id`] |
 //! | [`relay`] | create/update/delete_endpoint, endpoint(s), sync_config_endpoints, the fan-out in apply, replay, deliveries, relay_changed, stats |
 //! | [`relay_stats`] | stats |
 //! | [`relay_lanes`] | due_deliveries, record_attempt (lanes, `ordering`, attempt log, 410), delivery, retry_delivery, close + reopen |
@@ -112,6 +112,7 @@ macro_rules! conformance_tests {
             upkeep::quarantine_keeps_last_1000,
             upkeep::probe_succeeds_on_healthy_store,
             upkeep::acks_waiting_false_when_idle,
+            upkeep::backlog_counts_unapplied_requests,
             upkeep::purge_drops_expired_dedupe_keys,
             upkeep::purge_drops_ended_tasks_keeps_processing,
             upkeep::purge_drops_expired_events,

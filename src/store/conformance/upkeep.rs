@@ -1,4 +1,4 @@
-//! Operations: the quarantine, `probe`, `acks_waiting`, retention
+//! Operations: the quarantine, `probe`, `acks_waiting`, `backlog`, retention
 //! (`purge_expired`), and the event id scheme.
 
 use super::*;
@@ -67,6 +67,35 @@ pub(super) async fn acks_waiting_false_when_idle(b: Backend) {
     apply_done(&*s, complete(&w, vec![], NOW + 10)).await;
     s.probe(NOW + 20).await.unwrap();
     assert!(!s.acks_waiting());
+}
+
+/// `backlog` counts the accepted requests not yet applied: new ones, not
+/// duplicates; an applied or failed one leaves it, a reprocessed one comes
+/// back; the count survives a reopen.
+pub(super) async fn backlog_counts_unapplied_requests(b: Backend) {
+    let s = b.open().await;
+    assert_eq!(s.backlog(), 0);
+    let first = accept_one(&*s, "stripe", "evt_1", NOW).await;
+    let second = accept_one(&*s, "stripe", "evt_2", NOW).await;
+    assert_eq!(s.backlog(), 2);
+    let dup = s
+        .accept(ipn("stripe", "evt_1", NOW + 1), NOW + 1)
+        .await
+        .unwrap();
+    assert!(matches!(dup, Accepted::Duplicate { .. }), "{dup:?}");
+    assert_eq!(s.backlog(), 2, "a duplicate waits for nothing");
+    apply_done(&*s, complete(&first, vec![], NOW + 10)).await;
+    assert_eq!(s.backlog(), 1);
+    apply_done(&*s, fail(&second, NOW + 10)).await;
+    assert_eq!(s.backlog(), 0);
+    let id = second.request.request_id;
+    assert_eq!(s.reprocess(id, NOW + 20).await.unwrap(), Reprocess::Queued);
+    assert_eq!(s.backlog(), 1);
+    settle(&*s).await;
+    s.close();
+    drop(s);
+    let s = b.open().await;
+    assert_eq!(s.backlog(), 1, "after a reopen");
 }
 
 /// Expired dedupe keys go (the key is new again even under a longer

@@ -385,6 +385,10 @@ impl Store for SledStore {
         self.commit.busy()
     }
 
+    fn backlog(&self) -> u64 {
+        self.stats.inbox_depth()
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         Ok(self.stats.snapshot(self.db.size_on_disk()?))
     }

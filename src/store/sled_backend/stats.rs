@@ -64,6 +64,11 @@ impl Counters {
         self.disabled.fetch_add(d.disabled, Ordering::Relaxed);
     }
 
+    /// Requests waiting to be applied, as of the last committed round.
+    pub(super) fn inbox_depth(&self) -> u64 {
+        self.inbox.load(Ordering::Relaxed).max(0) as u64
+    }
+
     pub(super) fn snapshot(&self, store_bytes: u64) -> StoreStats {
         let get = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
         StoreStats {
