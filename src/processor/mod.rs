@@ -262,8 +262,9 @@ const ACKS_FIRST_LIMIT: Duration = Duration::from_secs(10);
 const HOLD_BACKLOG: usize = 512;
 
 /// Acks first: when processing has fallen behind (at least `HOLD_BACKLOG`
-/// requests in the store's inbox, [`Store::backlog`]: a burst) and IPN acknowledgements wait for their flush,
-/// hold this job back, until it is `ACKS_FIRST_LIMIT` old. A saturating
+/// requests in the store's inbox, [`Store::backlog`]: a burst) and IPN
+/// acknowledgements wait for their flush, hold this job back, until it is
+/// `ACKS_FIRST_LIMIT` old. A saturating
 /// burst of up to that long is acknowledged at the rate of ingest alone and
 /// applied right after it; a longer one settles at the rate both share.
 /// Processing is replayable and its lag is seconds; a provider that waits

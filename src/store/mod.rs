@@ -66,6 +66,9 @@
 //!   UPDATE SKIP LOCKED`, setting a lease (the sled backend needs none: one
 //!   process, and the dispatcher tracks what it has in flight);
 //!   `record_attempt` is one transaction that also clears the lease.
+//! - `backlog` is synchronous and read on every processor pass: a count
+//!   the node refreshes in the background (`SELECT count(*) FROM inbox`
+//!   every second or so) is enough, as it only steers the acks-first hold.
 //! - reads are plain `SELECT`s scoped by merchant; the event feed orders by
 //!   a `bigserial` assigned at insert and shows rows of committed
 //!   transactions only.
