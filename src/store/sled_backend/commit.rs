@@ -332,17 +332,11 @@ mod tests {
     fn open(dir: &std::path::Path) -> (::sled::Db, Trees) {
         // A db this test dropped a moment ago may still hold its file lock
         // while its last log write finishes on sled's I/O pool.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            match ::sled::Config::new().path(dir).open() {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("open: {e}"),
-            }
-        };
+        let db = super::super::open_when_unlocked(
+            dir,
+            || ::sled::Config::new().path(dir).open(),
+            |_| true,
+        );
         let all: Vec<::sled::Tree> = (0..TREES)
             .map(|i| db.open_tree(format!("t{i}")).unwrap())
             .collect();

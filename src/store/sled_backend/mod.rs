@@ -534,14 +534,26 @@ impl Drop for SledStore {
 /// write may still be finishing on sled's I/O pool, which keeps the file
 /// open until that job ends.
 pub(crate) fn reopen(path: &std::path::Path, opts: SledOptions) -> SledStore {
+    open_when_unlocked(
+        path,
+        || SledStore::open(path, opts),
+        |e| matches!(e, StoreError::Open(e) if e.contains("another ipn-relay is using")),
+    )
+}
+
+#[cfg(test)]
+/// `open()` once it succeeds, retried every 10 ms for at most 5 s while
+/// `locked` says its error is a file lock still held (see [`reopen`]).
+pub(super) fn open_when_unlocked<T, E: std::fmt::Display>(
+    path: &std::path::Path,
+    mut open: impl FnMut() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match SledStore::open(path, opts) {
+        match open() {
             Ok(s) => return s,
-            Err(StoreError::Open(e))
-                if e.contains("another ipn-relay is using")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("open {}: {e}", path.display()),
