@@ -6,7 +6,11 @@
 //! global `delivery.max_in_flight`) it takes due heads from the store and
 //! starts one task per attempt. A slow endpoint only fills its own slots,
 //! and a payment in retries only holds its own lane, so nobody waits for
-//! them. The loop ([`run`]) calls `step` whenever the store says deliveries
+//! them. A slot is an HTTP request in flight: it is freed when the answer
+//! is read, while the attempt's result is still being written; until that
+//! write commits the delivery stays out of the next `due` read (at most
+//! [`UNRECORDED_PER_SLOT`] × the endpoint's slots wait so), so its lane's
+//! next delivery cannot go before it. The loop ([`run`]) calls `step` whenever the store says deliveries
 //! or endpoints changed, an attempt ended, or the next due time came (it
 //! re-checks at least every [`TICK`], so a test's manual clock is noticed).
 //! Memory holds only what is in flight; the store is the truth, so after
@@ -34,8 +38,40 @@ pub const TICK: Duration = Duration::from_millis(50);
 const MIN_WAIT: Duration = Duration::from_millis(5);
 /// How much of a response body an attempt keeps.
 const BODY_KEPT: usize = 1024;
+/// Answered attempts whose result is still being written, per slot of the
+/// endpoint, at most: a bound on what one `due` read skips.
+pub const UNRECORDED_PER_SLOT: usize = 4;
 
 type EndpointKey = (String, String);
+
+/// One endpoint's attempts: requests in flight, and every delivery
+/// started and not yet recorded (those in flight included).
+#[derive(Default)]
+struct Flight {
+    sending: usize,
+    unrecorded: HashSet<String>,
+}
+
+type Flights = Arc<Mutex<HashMap<EndpointKey, Flight>>>;
+
+/// An attempt's slot: the endpoint's count and a global permit, given
+/// back when dropped (the answer read, or the task ended early).
+struct Slot {
+    flights: Flights,
+    key: EndpointKey,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ended: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = f.get_mut(&self.key) {
+            f.sending = f.sending.saturating_sub(1);
+        }
+        self.ended.notify_one();
+    }
+}
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -44,7 +80,7 @@ pub struct Dispatcher {
     client: reqwest::Client,
     policy: ssrf::Policy,
     global: Arc<Semaphore>,
-    in_flight: Arc<Mutex<HashMap<EndpointKey, HashSet<String>>>>,
+    in_flight: Flights,
     limiters: Mutex<HashMap<EndpointKey, Arc<DirectLimiter>>>,
     /// Woken when an attempt ended.
     ended: Arc<Notify>,
@@ -94,14 +130,15 @@ impl Dispatcher {
         let per_endpoint = self.settings.delivery.per_endpoint_in_flight;
         for ep in endpoints.into_iter().filter(|e| !e.disabled) {
             let key = (ep.merchant_id.clone(), ep.id.clone());
-            let busy: Vec<String> = {
+            let (busy, sending): (Vec<String>, usize) = {
                 let f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                f.get(&key)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default()
+                f.get(&key).map_or_else(Default::default, |f| {
+                    (f.unrecorded.iter().cloned().collect(), f.sending)
+                })
             };
             let room = per_endpoint
-                .saturating_sub(busy.len())
+                .saturating_sub(sending)
+                .min((per_endpoint * UNRECORDED_PER_SLOT).saturating_sub(busy.len()))
                 .min(self.global.available_permits());
             if room == 0 {
                 continue;
@@ -133,12 +170,18 @@ impl Dispatcher {
                 let Ok(permit) = self.global.clone().try_acquire_owned() else {
                     break;
                 };
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(d.id.clone());
+                {
+                    let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    let f = f.entry(key.clone()).or_default();
+                    f.sending += 1;
+                    f.unrecorded.insert(d.id.clone());
+                }
+                let slot = Slot {
+                    flights: self.in_flight.clone(),
+                    key: key.clone(),
+                    _permit: permit,
+                    ended: self.ended.clone(),
+                };
                 let attempt = Attempt {
                     store: self.store.clone(),
                     clock: self.clock.clone(),
@@ -152,14 +195,13 @@ impl Dispatcher {
                     (self.in_flight.clone(), self.ended.clone(), key.clone());
                 self.tasks.spawn(async move {
                     let id = attempt.delivery.id.clone();
-                    attempt.run().await;
-                    drop(permit);
-                    if let Some(s) = in_flight
+                    attempt.run(slot).await;
+                    if let Some(f) = in_flight
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .get_mut(&key)
                     {
-                        s.remove(&id);
+                        f.unrecorded.remove(&id);
                     }
                     ended.notify_one();
                 });
@@ -239,11 +281,13 @@ struct Response {
 }
 
 impl Attempt {
-    async fn run(self) {
+    /// Send, free `slot` once answered, then record the result.
+    async fn run(self, slot: Slot) {
         let at = self.clock.now_ms();
         let started = Instant::now();
         let resp = self.send(at).await;
         let attempt_took = started.elapsed();
+        drop(slot);
         let latency_ms = attempt_took.as_millis() as u64;
         crash_point("delivery::answered");
         let attempts = self.delivery.attempts - self.delivery.retry_from + 1;

@@ -5,7 +5,9 @@
 //!
 //! Concurrency is checked through a lower bound that cannot race: the sink
 //! holds each request for [`HELD`], so with one attempt in flight at a time
-//! no two requests can arrive closer together than that.
+//! no two requests can arrive closer together than that. A slot is an HTTP
+//! request in flight: it is free again once the endpoint answered, while
+//! that attempt's result is still being written.
 
 use std::time::Duration;
 
@@ -97,4 +99,64 @@ async fn the_global_max_in_flight_bounds_all_endpoints_together() {
     for g in gaps(&sink, &["/a", "/b"]) {
         assert!(g >= HELD, "two attempts overlapped: arrivals {g:?} apart");
     }
+}
+
+/// With one slot, the next payment's notification goes out while the last
+/// attempt's result is still unwritten: a failpoint (the real binary)
+/// stops the store's writer for 30 s, past this test's deadlines, on the
+/// first round that writes an attempt's result. The sink answers after
+/// [`ANSWER_AFTER`], by when both IPNs are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_is_free_once_answered_not_once_the_result_is_written() {
+    use crate::crash::{post_signed, serve_command, spawn_serve};
+    use crate::failpoints::{get, no_core_dumps};
+    const ANSWER_AFTER: Duration = Duration::from_secs(2);
+    let sink = Sink::start().await;
+    sink.set("/slot", Reply::ok().delay(ANSWER_AFTER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::relay_crash::write_config(dir.path(), &sink.url("/slot"), "5s");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[delivery]\n",
+        "[delivery]\nper_endpoint = { per_second = 1000, burst = 1000, max_in_flight = 1 }\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let settings = ipn_relay::config::Settings::load(&config, &|_| None).unwrap();
+    let mut cmd = serve_command(&config);
+    cmd.env("FAILPOINTS", "store::commit::relay=1*sleep(30000)");
+    no_core_dumps(&mut cmd);
+    let (mut child, port) = spawn_serve(cmd);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::relay_crash::client();
+    for (ev, pay) in [("slot_a", "pay_slot_a"), ("slot_b", "pay_slot_b")] {
+        let body = serde_json::to_vec(&generic(ev, pay, "Succeed")).unwrap();
+        assert!(post_signed(&client, &base, &settings, body).await.is_some());
+    }
+    let got = sink.wait_for("/slot", 2, Duration::from_secs(20)).await;
+    let deliveries = get(
+        &client,
+        format!("{base}/v1/deliveries?limit=10"),
+        Some(ADMIN),
+    )
+    .await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        got.len(),
+        2,
+        "the second notification waited for the first one's write"
+    );
+    let first = got[0].payment_id();
+    let held = deliveries["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["payment_id"] == first)
+        .unwrap_or_else(|| panic!("no delivery of {first}: {deliveries}"))
+        .clone();
+    assert_eq!(
+        held["state"], "pending",
+        "its result is not written yet: {held}"
+    );
+    assert_eq!(held["attempts"], 0, "{held}");
 }
