@@ -10,11 +10,14 @@
 //! is read, while the attempt's result is still being written; until that
 //! write commits the delivery stays out of the next `due` read (at most
 //! [`UNRECORDED_PER_SLOT`] × the endpoint's slots wait so), so its lane's
-//! next delivery cannot go before it. The loop ([`run`]) calls `step` whenever the store says deliveries
-//! or endpoints changed, an attempt ended, or the next due time came (it
+//! next delivery cannot go before it.
+//!
+//! The loop ([`run`]) calls `step` whenever the store says deliveries or
+//! endpoints changed, an attempt ended, or the next due time came (it
 //! re-checks at least every [`TICK`], so a test's manual clock is noticed).
-//! Memory holds only what is in flight; the store is the truth, so after
-//! a crash the next start sends every pending delivery again.
+//! Memory holds only the attempts in flight or being recorded; the store
+//! is the truth, so after a crash the next start sends every pending
+//! delivery again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
