@@ -1,12 +1,14 @@
 //! Merchant API: register a payment, read it with its history, poll events.
 
+use std::collections::HashMap;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::caller::merchant_scope;
 use super::caller::Scope;
+use super::caller::{identify, merchant_scope, Caller};
 use super::{ApiError, AppState};
 use crate::store::{EventRecord, PaymentKey, PaymentRecord, Registered, Registration};
 
@@ -171,19 +173,40 @@ pub async fn get(
         .payment(&key)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such payment".into()))?;
-    let history: Vec<Value> = state
-        .store
-        .history(&key, HISTORY_SHOWN)
-        .await?
+    let entries = state.store.history(&key, HISTORY_SHOWN).await?;
+    // A request_id opens its task on the (unauthenticated) task API, whose
+    // result lists every event of the request: for a batch, other
+    // merchants' payments too. A merchant sees the id of a request only
+    // when every event of it is one of this payment's entries here; an
+    // admin sees all.
+    let admin = matches!(identify(&req, &state)?, Caller::Admin);
+    let mut shown: HashMap<uuid::Uuid, bool> = HashMap::new();
+    if !admin {
+        let mut entries_of: HashMap<uuid::Uuid, usize> = HashMap::new();
+        for h in &entries {
+            *entries_of.entry(h.request_id).or_default() += 1;
+        }
+        for (id, n) in entries_of {
+            let own = state.store.task(id).await?.is_none_or(|t| {
+                t.events.is_empty()
+                    || (t.events.len() == n
+                        && t.events.iter().all(|e| e.payment_id == key.payment_id))
+            });
+            shown.insert(id, own);
+        }
+    }
+    let history: Vec<Value> = entries
         .into_iter()
         .map(|h| {
+            let request_id =
+                (admin || shown.get(&h.request_id) == Some(&true)).then_some(h.request_id);
             json!({
                 "sequence": h.sequence,
                 "status": h.status,
                 "outcome": h.outcome,
                 "occurred_at": h.occurred_at.map(rfc3339),
                 "received_at": rfc3339(h.received_at),
-                "request_id": h.request_id,
+                "request_id": request_id,
                 "event_id": h.event_id,
                 "provider_event_id": h.provider_event_id,
             })

@@ -151,6 +151,9 @@ pub(crate) fn parse_occurred_at(v: &str) -> Result<i64, MapError> {
             .parse::<i64>()
             .ok()
             .and_then(|secs| secs.checked_mul(1000))
+            // Beyond chrono's range it could not be shown: every reader
+            // (API, webhook) would print the epoch instead.
+            .filter(|&ms| chrono::DateTime::from_timestamp_millis(ms).is_some())
             .ok_or_else(invalid);
     }
     chrono::DateTime::parse_from_rfc3339(v)

@@ -61,6 +61,11 @@ pub async fn resolve_merchant(
         )));
     }
     let mut known = Vec::new();
+    // Merchants whose payment already moved on this provider's IPNs: a
+    // follow-up IPN goes where the earlier ones went, whatever another
+    // merchant registered later in its own namespace (else any merchant of
+    // the provider could stall another's payment by registering its id).
+    let mut moved = Vec::new();
     for m in &provider.merchants {
         let key = PaymentKey::new(m, &c.payment_id);
         if let Some(r) = seen.get(store, &key).await? {
@@ -68,7 +73,13 @@ pub async fn resolve_merchant(
             if ours && (r.registered || r.state.is_some()) {
                 known.push(m.clone());
             }
+            if ours && r.state.is_some() {
+                moved.push(m.clone());
+            }
         }
+    }
+    if moved.len() == 1 {
+        return Ok(Ok(moved.remove(0)));
     }
     match known.len() {
         1 => return Ok(Ok(known.remove(0))),

@@ -48,6 +48,7 @@ mod store_full;
 mod systemd_unit;
 mod tasks;
 mod tenancy;
+mod tenancy_hostile;
 mod trigger;
 mod unauthenticated;
 mod workers;
