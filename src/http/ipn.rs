@@ -201,7 +201,9 @@ async fn receive(
         .map(str::to_owned);
     // Parsed once here for the dedupe key, and handed to the processor.
     let doc = crate::mapping::parse_body(content_type.as_deref(), &body).ok();
-    let event_key = provider.mapping.event_key_of(&headers, doc.as_ref(), &body);
+    let (event_key, item_keys) = provider
+        .mapping
+        .event_keys_of(&headers, doc.as_ref(), &body);
     let raw = RawRequest {
         request_id: Uuid::new_v4(),
         provider: provider.id.clone(),
@@ -218,6 +220,7 @@ async fn receive(
         request: raw,
         doc,
         dedupe_window_ms: window,
+        item_keys,
     };
     // Refuse before sled meets ENOSPC (a failed sled write is fatal).
     if state.free_space.low() {

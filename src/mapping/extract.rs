@@ -32,17 +32,42 @@ impl Mapping {
         body: &[u8],
     ) -> String {
         doc.and_then(|doc| self.mapped_key(headers, doc))
-            .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))))
+            .unwrap_or_else(|| sha256_key(body))
+    }
+
+    /// [`Mapping::event_key_of`], and for a batch of several items each
+    /// with an event id, every item's own key (`id:` + its event id, the
+    /// key a request of that item alone would have); empty otherwise.
+    pub fn event_keys_of(
+        &self,
+        headers: &dyn HeaderLookup,
+        doc: Option<&Value>,
+        body: &[u8],
+    ) -> (String, Vec<String>) {
+        match doc.and_then(|doc| self.mapped_ids(headers, doc)) {
+            Some(ids) => {
+                let key = format!("id:{}", ids.join(","));
+                let items = if ids.len() > 1 {
+                    ids.iter().map(|id| item_key(id)).collect()
+                } else {
+                    Vec::new()
+                };
+                (key, items)
+            }
+            None => (sha256_key(body), Vec::new()),
+        }
     }
 
     fn mapped_key(&self, headers: &dyn HeaderLookup, doc: &Value) -> Option<String> {
-        let ids = self
-            .items(doc)
+        Some(format!("id:{}", self.mapped_ids(headers, doc)?.join(",")))
+    }
+
+    fn mapped_ids(&self, headers: &dyn HeaderLookup, doc: &Value) -> Option<Vec<String>> {
+        self.items(doc)
             .ok()?
             .into_iter()
             .map(|doc| self.first(Field::EventId, &Ctx { doc, headers }))
-            .collect::<Option<Vec<_>>>()?;
-        Some(format!("id:{}", ids.join(",")))
+            .collect()
     }
 
     /// All candidate events of one request, in document order. Items whose
@@ -135,6 +160,16 @@ impl Mapping {
         }
         Ok(Some(c))
     }
+}
+
+/// The dedupe key of one item with this mapped event id: the key of a
+/// request that holds that item alone.
+pub fn item_key(event_id: &str) -> String {
+    format!("id:{event_id}")
+}
+
+fn sha256_key(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
 /// `-?[0-9]+`, nothing else (no `+`, no spaces, no fraction).

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 pub use body::parse_body;
 pub use compile::Mapping;
+pub use extract::item_key;
 
 /// A known provider whose defaults fill everything not set explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

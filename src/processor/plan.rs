@@ -3,16 +3,17 @@
 //! The store applies the plans; it refuses one decided on a payment that
 //! moved meanwhile, and the caller decides that one again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::schedule::Pending;
 use super::task_error;
 use crate::config::{ProviderSettings, Settings};
 use crate::domain::rule::decide;
 use crate::domain::Candidate;
+use crate::mapping::item_key;
 use crate::store::{
-    event_id, EventRecord, HistoryEntry, PaymentChange, PaymentKey, PaymentRecord, Plan, Store,
-    StoreError, TaskError, TaskEvent,
+    event_id, EventRecord, HistoryEntry, PaymentChange, PaymentKey, PaymentRecord, Plan,
+    RawRequest, Store, StoreError, TaskError, TaskEvent,
 };
 
 /// Payments read or changed by the plans of one batch, so that a later
@@ -108,6 +109,42 @@ pub async fn resolve_merchant(
     })
 }
 
+/// The items of a request to plan, each with its place in the request (its
+/// event id derives from it). A batch's item that another request brought
+/// first (a provider's replay, or a captured item re-batched with unsigned
+/// fields edited), or that repeats an earlier item of the batch, is skipped
+/// as a duplicate IPN is: it yields nothing. A request of one item is its
+/// own dedupe key, so it needs no lookup.
+async fn fresh_items<'c>(
+    store: &dyn Store,
+    req: &RawRequest,
+    candidates: &'c [Candidate],
+    now: i64,
+    window_ms: i64,
+) -> Result<Vec<(usize, &'c Candidate)>, StoreError> {
+    let mut out = Vec::with_capacity(candidates.len());
+    let mut ids = HashSet::new();
+    for (idx, c) in candidates.iter().enumerate() {
+        if let Some(id) = c.provider_event_id.as_deref() {
+            if req.event_key.strip_prefix("id:") != Some(id) {
+                if !ids.insert(id) {
+                    continue;
+                }
+                let owner = store
+                    .event_owner(&req.provider, &item_key(id), now, window_ms)
+                    .await?;
+                if owner.is_some_and(|o| o != req.request_id) {
+                    tracing::info!(request_id = %req.request_id, provider_event_id = id,
+                        "batch item already seen in another request: skipped");
+                    continue;
+                }
+            }
+        }
+        out.push((idx, c));
+    }
+    Ok(out)
+}
+
 /// The plan for one ready request.
 pub async fn plan_one(
     store: &dyn Store,
@@ -133,9 +170,11 @@ pub async fn plan_one(
             format!("provider {:?} is no longer configured", req.provider),
         )));
     };
+    let window = settings.retention.dedupe_window.as_millis() as i64;
+    let candidates = fresh_items(store, req, candidates, now, window).await?;
     // Every merchant first, so a refusal leaves nothing behind.
     let mut keys = Vec::with_capacity(candidates.len());
-    for c in candidates {
+    for (_, c) in &candidates {
         match resolve_merchant(store, seen, provider, c).await? {
             Ok(m) => keys.push(PaymentKey::new(m, &c.payment_id)),
             Err(e) => return Ok(fail(e)),
@@ -143,7 +182,7 @@ pub async fn plan_one(
     }
     let mut changes = Vec::with_capacity(candidates.len());
     let mut events = Vec::with_capacity(candidates.len());
-    for (idx, (c, key)) in candidates.iter().zip(keys).enumerate() {
+    for ((idx, c), key) in candidates.into_iter().zip(keys) {
         let current = seen.get(store, &key).await?;
         let base_version = current.as_ref().map_or(0, |r| r.version);
         let decision = decide(current.as_ref().and_then(|r| r.state.as_ref()), c);

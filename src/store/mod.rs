@@ -8,7 +8,7 @@
 //!
 //! | verb | what it writes, atomically |
 //! |---|---|
-//! | [`Store::accept`] | dedupe key, raw request, its (implicit `processing`) task, inbox entry |
+//! | [`Store::accept`] | dedupe key (and a batch's item keys not seen yet), raw request, its (implicit `processing`) task, inbox entry |
 //! | [`Store::apply`] | per plan: payment state, history entries, events, one delivery per matching endpoint, the task result, inbox removal |
 //! | [`Store::record_attempt`] | the attempt, the delivery's next state, its due entry, and the lane's next head when it leaves the lane |
 //! | endpoint verbs, [`Store::retry_delivery`], [`Store::replay`] | their records, lanes and due entries |
@@ -48,8 +48,10 @@
 //! ## Mapping onto PostgreSQL (a later backend)
 //!
 //! - `accept`: one transaction: `INSERT … ON CONFLICT DO NOTHING` into
-//!   `dedupe (provider, event_key)`, then, if new, `requests` and `inbox
-//!   (id bigserial, request_id)`; commit (synchronous_commit on) before the ack.
+//!   `dedupe (provider, event_key)` (a batch's item keys likewise, each kept
+//!   only if new; `event_owner` is a `SELECT` on it), then, if new,
+//!   `requests` and `inbox (id bigserial, request_id)`; commit
+//!   (synchronous_commit on) before the ack.
 //! - `next_work`: `SELECT … FROM inbox WHERE lease_until < now() ORDER BY id
 //!   LIMIT n FOR UPDATE SKIP LOCKED`, setting a lease; several nodes share the
 //!   inbox. Per-payment order across nodes: a node claims the inbox rows of
@@ -131,6 +133,11 @@ pub struct NewIpn {
     pub doc: Option<serde_json::Value>,
     /// `retention.dedupe_window` in milliseconds.
     pub dedupe_window_ms: i64,
+    /// A batch's item keys ([`crate::mapping::Mapping::event_keys_of`]):
+    /// each one not yet seen within the window is kept naming this request
+    /// too, so a later request repeating an item is known (a single one is
+    /// a duplicate; a batch's repeated item is skipped when processed).
+    pub item_keys: Vec<String>,
 }
 
 /// Result of [`Store::accept`].
@@ -309,6 +316,16 @@ pub trait Store: Send + Sync {
     /// Dedupe, then store the raw request, its task and inbox entry (one
     /// write). Durable on return with `durability = "sync"`.
     async fn accept(&self, ipn: NewIpn, now: i64) -> Result<Accepted, StoreError>;
+
+    /// The request a dedupe key names while it counts: seen within
+    /// `window_ms` of `now` and still kept.
+    async fn event_owner(
+        &self,
+        provider: &str,
+        event_key: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Option<Uuid>, StoreError>;
 
     /// Up to `limit` requests to process, oldest first, each handed out
     /// once per process until applied; waits up to `wait` for one.

@@ -13,7 +13,7 @@ use crate::presets::{app, assert_applied, one_event, payment, post_and_wait, ADY
 
 // ------------------------------------------------------------------- Adyen
 
-fn adyen_item(
+pub(crate) fn adyen_item(
     event_code: &str,
     psp: &str,
     original: Option<&str>,
@@ -46,7 +46,7 @@ fn adyen_item(
 
 /// Sign each item as Adyen does: base64 HMAC-SHA256 (hex-decoded key) over
 /// `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`.
-fn adyen_sign(items: Vec<Value>) -> Vec<u8> {
+pub(crate) fn adyen_sign(items: Vec<Value>) -> Vec<u8> {
     let key = hex::decode(ADYEN_HMAC_KEY).unwrap();
     let items: Vec<Value> = items
         .into_iter()
@@ -79,7 +79,7 @@ fn adyen_sign(items: Vec<Value>) -> Vec<u8> {
     serde_json::to_vec(&json!({"live": "false", "notificationItems": items})).unwrap()
 }
 
-async fn post_adyen(app: &TestApp, body: Vec<u8>) -> (u16, String, String) {
+pub(crate) async fn post_adyen(app: &TestApp, body: Vec<u8>) -> (u16, String, String) {
     let r = app.post_raw("adyen", body, &[]).await;
     let code = r.status().as_u16();
     let id = r
@@ -170,6 +170,91 @@ async fn adyen_batch_with_one_forged_item_is_rejected_whole() {
     assert_eq!(code, 401);
     let (code, _) = app.get_auth("/v1/payments/order-forged", SHOP_KEY).await;
     assert_eq!(code, 404);
+}
+
+/// Adyen signs eight fields of an item, not `additionalData`: a captured
+/// CANCEL_OR_REFUND whose `modification.action` is edited from `cancel` to
+/// `refund`, re-batched (so the batch's dedupe key is new), must not turn a
+/// canceled payment into a refunded one. A replayed item is skipped; a new
+/// item of the same batch still applies.
+#[tokio::test]
+async fn adyen_item_replayed_in_a_new_batch_with_unsigned_fields_edited_changes_nothing() {
+    let app = app().await;
+    let (reference, auth) = ("order-replayed", "8535296650154444");
+    let date = "2024-06-28T18:03:50+01:00";
+    let body = adyen_sign(vec![adyen_item(
+        "AUTHORISATION",
+        auth,
+        None,
+        reference,
+        date,
+    )]);
+    let (code, id, _) = post_adyen(&app, body).await;
+    assert_eq!(code, 200);
+    app.wait_done(&id).await;
+    let mut cancel = adyen_item(
+        "CANCEL_OR_REFUND",
+        "8835296650154445",
+        Some(auth),
+        reference,
+        date,
+    );
+    cancel["additionalData"]["modification.action"] = json!("cancel");
+    let (code, id, _) = post_adyen(&app, adyen_sign(vec![cancel.clone()])).await;
+    assert_eq!(code, 200);
+    app.wait_done(&id).await;
+    let before = payment(&app, reference).await;
+    assert_eq!(before["status"], "canceled", "{before}");
+
+    // The captured item, its unsigned action edited (its signature still
+    // verifies), next to a genuine new item of another payment.
+    let mut edited = adyen_sign(vec![cancel.clone()]);
+    let mut v: Value = serde_json::from_slice(&edited).unwrap();
+    v["notificationItems"][0]["NotificationRequestItem"]["additionalData"]["modification.action"] =
+        json!("refund");
+    let fresh = adyen_sign(vec![adyen_item(
+        "AUTHORISATION",
+        "8535296650155555",
+        None,
+        "order-fresh",
+        date,
+    )]);
+    let fresh: Value = serde_json::from_slice(&fresh).unwrap();
+    v["notificationItems"]
+        .as_array_mut()
+        .unwrap()
+        .push(fresh["notificationItems"][0].clone());
+    edited = serde_json::to_vec(&v).unwrap();
+    let (code, id2, _) = post_adyen(&app, edited).await;
+    assert_eq!(code, 200);
+    assert_ne!(id2, id, "a new batch, not a duplicate of the cancel");
+    assert_eq!(app.wait_done(&id2).await["status"], "completed");
+    let (_, res) = app.get_json(&format!("/v1/async/result/{id2}")).await;
+    assert_applied(one_event(&res), "order-fresh", "authorized", 1);
+
+    let after = payment(&app, reference).await;
+    assert_eq!(after["status"], "canceled", "{after}");
+    assert_eq!(after["sequence"], before["sequence"], "{after}");
+    assert_eq!(after["history"], before["history"], "{after}");
+    assert_eq!(payment(&app, "order-fresh").await["status"], "authorized");
+}
+
+/// Each item of a batch is deduped on its own key: an item that came in a
+/// batch, posted again alone, is a duplicate naming the batch's request.
+#[tokio::test]
+async fn adyen_item_of_an_earlier_batch_posted_alone_is_a_duplicate() {
+    let app = app().await;
+    let date = "2024-06-28T18:03:50+01:00";
+    let a = adyen_item("AUTHORISATION", "8535296650156661", None, "order-b1", date);
+    let b = adyen_item("AUTHORISATION", "8535296650156662", None, "order-b2", date);
+    let (code, batch_id, _) = post_adyen(&app, adyen_sign(vec![a, b.clone()])).await;
+    assert_eq!(code, 200);
+    app.wait_done(&batch_id).await;
+    let (code, id, text) = post_adyen(&app, adyen_sign(vec![b])).await;
+    assert_eq!((code, text.as_str()), (200, "[accepted]"));
+    assert_eq!(id, batch_id, "the item's own request is the batch");
+    let p = payment(&app, "order-b2").await;
+    assert_eq!(p["history"].as_array().unwrap().len(), 1, "{p}");
 }
 
 // -------------------------------------------------------------- PaymentsOS

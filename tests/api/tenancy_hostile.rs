@@ -130,3 +130,65 @@ async fn an_occurred_at_that_cannot_be_shown_is_refused() {
     assert_eq!(code, 422, "{r}");
     assert_eq!(r["code"], "invalid_occurred_at", "{r}");
 }
+
+const ADYEN_CONFIG: &str = r#"
+[[providers]]
+id = "adyen"
+preset = "adyen"
+merchant_id = "shop-a"
+merchants = ["shop-a", "shop-b"]
+[providers.auth]
+secrets = ["ADYEN_KEY"]
+
+[[merchants]]
+id = "shop-a"
+api_keys = ["key-a"]
+allowed_return_origins = ["https://a.example.com"]
+
+[[merchants]]
+id = "shop-b"
+api_keys = ["key-b"]
+allowed_return_origins = ["https://b.example.com"]
+"#;
+
+/// Adyen's HMAC does not cover `additionalData`: a captured item of shop-a,
+/// its `metadata.merchant_id` edited to shop-b and re-batched next to the
+/// original (so the batch is new), must not land in shop-b's namespace.
+#[tokio::test]
+async fn a_replayed_adyen_item_cannot_be_moved_to_another_merchant() {
+    use crate::presets::ADYEN_HMAC_KEY;
+    use crate::presets_adyen_paymentsos::{adyen_item, adyen_sign, post_adyen};
+    let app = spawn_with("", &ADYEN_CONFIG.replace("ADYEN_KEY", ADYEN_HMAC_KEY)).await;
+    let mut item = adyen_item(
+        "AUTHORISATION",
+        "8535296650157771",
+        None,
+        "ad-order-1",
+        "2024-06-28T18:03:50+01:00",
+    );
+    item["additionalData"]["metadata.merchant_id"] = json!("shop-a");
+    let genuine = adyen_sign(vec![item]);
+    let (code, id, _) = post_adyen(&app, genuine.clone()).await;
+    assert_eq!(code, 200);
+    app.wait_done(&id).await;
+    let (code, p) = app.get_auth("/v1/payments/ad-order-1", "key-a").await;
+    assert_eq!((code, &p["status"]), (200, &json!("authorized")), "{p}");
+
+    let mut v: Value = serde_json::from_slice(&genuine).unwrap();
+    let original = v["notificationItems"][0].clone();
+    v["notificationItems"][0]["NotificationRequestItem"]["additionalData"]
+        ["metadata.merchant_id"] = json!("shop-b");
+    v["notificationItems"]
+        .as_array_mut()
+        .unwrap()
+        .push(original);
+    let (code, id2, _) = post_adyen(&app, serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(code, 200);
+    assert_ne!(id2, id);
+    assert_eq!(app.wait_done(&id2).await["status"], "completed");
+
+    let (code, b) = app.get_auth("/v1/payments/ad-order-1", "key-b").await;
+    assert_eq!(code, 404, "shop-b got shop-a's signed notification: {b}");
+    let (_, a) = app.get_auth("/v1/payments/ad-order-1", "key-a").await;
+    assert_eq!(a["history"].as_array().map(Vec::len), Some(1), "{a}");
+}

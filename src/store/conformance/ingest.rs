@@ -100,6 +100,49 @@ pub(super) async fn accept_same_key_other_provider_is_new(b: Backend) {
     }
 }
 
+/// A batch's item keys name the batch unless another request brought the
+/// item first: a single request of an item is then its duplicate, and
+/// `event_owner` says who brought each key, while it counts.
+pub(super) async fn accept_batch_items_name_their_first_request(b: Backend) {
+    let s = b.open().await;
+    let mut batch = ipn("adyen", "id:a,b", NOW);
+    batch.item_keys = vec!["id:a".into(), "id:b".into()];
+    let batch_id = batch.request.request_id;
+    assert_eq!(s.accept(batch, NOW).await.unwrap(), Accepted::New);
+
+    let owner = |key: &'static str, at: i64| {
+        let s = s.clone();
+        async move { s.event_owner("adyen", key, at, WINDOW).await.unwrap() }
+    };
+    assert_eq!(owner("id:a,b", NOW).await, Some(batch_id));
+    assert_eq!(owner("id:b", NOW).await, Some(batch_id));
+    assert_eq!(owner("id:c", NOW).await, None);
+    assert_eq!(
+        s.event_owner("stripe", "id:b", NOW, WINDOW).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.accept(ipn("adyen", "id:a", NOW + 1), NOW + 1)
+            .await
+            .unwrap(),
+        Accepted::Duplicate {
+            request_id: batch_id,
+            state: Some(TaskState::Processing)
+        }
+    );
+
+    // A later batch repeating b: new as a whole, b still names the first.
+    let mut later = ipn("adyen", "id:b,c", NOW + 2);
+    later.item_keys = vec!["id:b".into(), "id:c".into()];
+    let later_id = later.request.request_id;
+    assert_eq!(s.accept(later, NOW + 2).await.unwrap(), Accepted::New);
+    assert_eq!(owner("id:b", NOW + 2).await, Some(batch_id));
+    assert_eq!(owner("id:c", NOW + 2).await, Some(later_id));
+    // Past the window a key names nobody.
+    assert_eq!(owner("id:b", NOW + WINDOW).await, None);
+    assert_eq!(take(&*s, 2).await.len(), 2);
+}
+
 /// Right after accept the task exists and is processing; unknown ids are none.
 pub(super) async fn accepted_task_is_processing(b: Backend) {
     let s = b.open().await;

@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             ingest::accept_new_then_duplicate,
             ingest::accept_after_window_is_new,
             ingest::accept_same_key_other_provider_is_new,
+            ingest::accept_batch_items_name_their_first_request,
             ingest::accepted_task_is_processing,
             ingest::request_is_kept_byte_for_byte,
             ingest::next_work_oldest_first_each_once,
@@ -194,6 +195,7 @@ fn ipn(provider: &str, key: &str, at: i64) -> NewIpn {
         },
         doc: None,
         dedupe_window_ms: WINDOW,
+        item_keys: Vec::new(),
     }
 }
 

@@ -19,6 +19,25 @@ impl Writer {
             .map(|_| TaskState::Processing))
     }
 
+    /// The request a dedupe key names, while it counts: seen within the
+    /// window and its request still kept.
+    fn live_owner(
+        &self,
+        stage: &Stage,
+        dkey: &[u8],
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let Some(prev) = self.get_dec::<DedupeRecord>(stage, DEDUPE, dkey)? else {
+            return Ok(None);
+        };
+        let live = now.saturating_sub(prev.seen_at) < window_ms
+            && self
+                .get(stage, REQUESTS, prev.request_id.as_bytes())?
+                .is_some();
+        Ok(live.then_some(prev.request_id))
+    }
+
     pub(super) fn accept(
         &mut self,
         a: AcceptOp,
@@ -27,24 +46,29 @@ impl Writer {
     ) -> Result<Accepted, StoreError> {
         let r = &a.request;
         let dkey = joined(&r.provider, r.event_key.as_bytes());
-        if let Some(prev) = self.get_dec::<DedupeRecord>(stage, DEDUPE, &dkey)? {
-            // A dedupe hit only counts while its request is kept.
-            let live = a.now.saturating_sub(prev.seen_at) < a.dedupe_window_ms
-                && self
-                    .get(stage, REQUESTS, prev.request_id.as_bytes())?
-                    .is_some();
-            if live {
-                return Ok(Accepted::Duplicate {
-                    request_id: prev.request_id,
-                    state: self.task_state(stage, prev.request_id)?,
-                });
-            }
+        if let Some(prev) = self.live_owner(stage, &dkey, a.now, a.dedupe_window_ms)? {
+            return Ok(Accepted::Duplicate {
+                request_id: prev,
+                state: self.task_state(stage, prev)?,
+            });
         }
-        let dedupe = DedupeRecord {
+        let dedupe = enc(&DedupeRecord {
             request_id: r.request_id,
             seen_at: a.now,
-        };
-        stage.put(DEDUPE, dkey, Some(enc(&dedupe)?));
+        })?;
+        // A batch's items: each one not seen yet names this request too (an
+        // item another request brought first keeps naming that one).
+        for item in &a.item_keys {
+            let ikey = joined(&r.provider, item.as_bytes());
+            if ikey != dkey
+                && self
+                    .live_owner(stage, &ikey, a.now, a.dedupe_window_ms)?
+                    .is_none()
+            {
+                stage.put(DEDUPE, ikey, Some(dedupe.clone()));
+            }
+        }
+        stage.put(DEDUPE, dkey, Some(dedupe));
         let id = r.request_id.as_bytes().to_vec();
         let place = self.push_inbox(stage, r.request_id)?;
         stage.put(REQUESTS, id, Some(a.value));

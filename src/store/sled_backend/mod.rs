@@ -5,7 +5,7 @@
 //! | `requests` | request_id (16 bytes) | [`RawRequest`] |
 //! | `tasks` | request_id | [`TaskRecord`] (absent while first processing) |
 //! | `inbox` | seq of its first entry (u64 BE) | up to 128 × (seq ‖ request_id): work not yet applied, one record per writer round ([`inbox`]; a 16-byte value is one entry of an earlier build) |
-//! | `dedupe` | provider ‖ 0 ‖ event key | [`DedupeRecord`] |
+//! | `dedupe` | provider ‖ 0 ‖ event key (a request's, or a batch item's) | [`DedupeRecord`] |
 //! | `quarantine` | seq (u64 BE) | [`QuarantineRecord`] (last 1000) |
 //! | `payments` | merchant ‖ 0 ‖ payment_id | [`PaymentRecord`] |
 //! | `history` | merchant ‖ 0 ‖ payment_id ‖ 0 ‖ version (u64 BE) | [`HistoryEntry`] |
@@ -263,6 +263,7 @@ impl Store for SledStore {
             value,
             doc: ipn.doc.map(Arc::new),
             dedupe_window_ms: ipn.dedupe_window_ms,
+            item_keys: ipn.item_keys,
             now,
         };
         let res = self
@@ -272,6 +273,16 @@ impl Store for SledStore {
             tracing::debug!(request_id = %id, "accept failed");
         }
         res
+    }
+
+    async fn event_owner(
+        &self,
+        provider: &str,
+        event_key: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Option<Uuid>, StoreError> {
+        reads::event_owner(&self.trees, provider, event_key, now, window_ms)
     }
 
     async fn next_work(&self, limit: usize, wait: Duration) -> Result<Vec<Work>, StoreError> {

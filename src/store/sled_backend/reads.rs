@@ -82,6 +82,22 @@ pub(super) fn request(t: &Trees, id: Uuid) -> Result<Option<RawRequest>, StoreEr
     t.requests.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
 }
 
+pub(super) fn event_owner(
+    t: &Trees,
+    provider: &str,
+    event_key: &str,
+    now: i64,
+    window_ms: i64,
+) -> Result<Option<Uuid>, StoreError> {
+    let Some(b) = t.dedupe.get(joined(provider, event_key.as_bytes()))? else {
+        return Ok(None);
+    };
+    let d: DedupeRecord = dec(&b)?;
+    let live = now.saturating_sub(d.seen_at) < window_ms
+        && t.requests.contains_key(d.request_id.as_bytes())?;
+    Ok(live.then_some(d.request_id))
+}
+
 pub(super) fn task(t: &Trees, id: Uuid) -> Result<Option<TaskRecord>, StoreError> {
     if let Some(b) = t.tasks.get(id.as_bytes())? {
         return Ok(Some(dec(&b)?));

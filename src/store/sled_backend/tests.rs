@@ -19,6 +19,7 @@ fn new_ipn(key: &str) -> NewIpn {
         },
         doc: None,
         dedupe_window_ms: 1000,
+        item_keys: Vec::new(),
     }
 }
 
@@ -257,6 +258,7 @@ fn a_rounds_accepts_share_inbox_records_of_at_most_128() {
                     request: Arc::new(ipn.request),
                     doc: None,
                     dedupe_window_ms: 1000,
+                    item_keys: Vec::new(),
                     now: 1_700_000_000_000,
                 }),
                 tx,

@@ -67,6 +67,7 @@ pub(super) struct AcceptOp {
     pub value: Vec<u8>,
     pub doc: Option<Arc<serde_json::Value>>,
     pub dedupe_window_ms: i64,
+    pub item_keys: Vec<String>,
     pub now: i64,
 }
 
