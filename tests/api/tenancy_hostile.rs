@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CONFIG: &str = r#"
+const PROVIDERS: &str = r#"
 [admin]
 tokens = ["test-admin-token"]
 
@@ -29,7 +29,10 @@ merchant_id = "shop-a"
 merchants = ["shop-a", "shop-b"]
 [providers.auth]
 secrets = ["shared-secret"]
+"#;
 
+/// shop-a and shop-b, for both configs here.
+const MERCHANTS: &str = r#"
 [[merchants]]
 id = "shop-a"
 api_keys = ["key-a"]
@@ -43,12 +46,16 @@ allowed_return_origins = ["https://b.example.com"]
 default_site_url = "https://b.example.com/return"
 "#;
 
+fn config() -> String {
+    format!("{PROVIDERS}{MERCHANTS}")
+}
+
 /// Merchant A reads the `request_id` from its own payment's history and
 /// uses it on the (unauthenticated) task API: the result lists merchant
 /// B's payment of the same batch.
 #[tokio::test]
 async fn history_request_id_does_not_reveal_another_merchants_payments() {
-    let app = spawn_with("", CONFIG).await;
+    let app = spawn_with("", &config()).await;
     let body = json!({"items": [
         {"id": "i1", "payment_id": "a-order-1", "status": "authorized", "merchant": "shop-a"},
         {"id": "i2", "payment_id": "b-secret-order", "status": "succeeded", "merchant": "shop-b"},
@@ -99,7 +106,7 @@ async fn history_request_id_does_not_reveal_another_merchants_payments() {
 /// IPNs of a provider serving both) must not stop A's next IPNs.
 #[tokio::test]
 async fn another_merchants_registration_does_not_block_an_existing_payment() {
-    let app = spawn_with("", CONFIG).await;
+    let app = spawn_with("", &config()).await;
     let (code, r) = app
         .ipn_result("shared", &generic("e1", "pay-1", "pending"))
         .await;
@@ -123,7 +130,7 @@ async fn another_merchants_registration_does_not_block_an_existing_payment() {
 /// webhooks) as the epoch, 1970-01-01.
 #[tokio::test]
 async fn an_occurred_at_that_cannot_be_shown_is_refused() {
-    let app = spawn_with("", CONFIG).await;
+    let app = spawn_with("", &config()).await;
     let mut body = generic("e-far", "pay-far", "pending");
     body["created"] = json!(9_223_372_036_854_775_i64);
     let (code, r) = app.ipn_result("shared", &body).await;
@@ -139,16 +146,6 @@ merchant_id = "shop-a"
 merchants = ["shop-a", "shop-b"]
 [providers.auth]
 secrets = ["ADYEN_KEY"]
-
-[[merchants]]
-id = "shop-a"
-api_keys = ["key-a"]
-allowed_return_origins = ["https://a.example.com"]
-
-[[merchants]]
-id = "shop-b"
-api_keys = ["key-b"]
-allowed_return_origins = ["https://b.example.com"]
 "#;
 
 /// Adyen's HMAC does not cover `additionalData`: a captured item of shop-a,
@@ -158,7 +155,11 @@ allowed_return_origins = ["https://b.example.com"]
 async fn a_replayed_adyen_item_cannot_be_moved_to_another_merchant() {
     use crate::presets::ADYEN_HMAC_KEY;
     use crate::presets_adyen_paymentsos::{adyen_item, adyen_sign, post_adyen};
-    let app = spawn_with("", &ADYEN_CONFIG.replace("ADYEN_KEY", ADYEN_HMAC_KEY)).await;
+    let app = spawn_with(
+        "",
+        &format!("{ADYEN_CONFIG}{MERCHANTS}").replace("ADYEN_KEY", ADYEN_HMAC_KEY),
+    )
+    .await;
     let mut item = adyen_item(
         "AUTHORISATION",
         "8535296650157771",
