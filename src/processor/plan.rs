@@ -40,8 +40,9 @@ impl Seen {
 
 /// The merchant an event of `provider` belongs to (SPEC §3):
 /// 1. the mapped `merchant_id`, which must be one the provider serves;
-/// 2. else the one merchant among the provider's that has this payment id
-///    registered (naming this provider or none) or from this provider's IPNs;
+/// 2. else the one merchant among the provider's whose payment of this id
+///    moved on this provider's IPNs; else the one that has it registered
+///    (naming this provider or none) or moved (two: `ambiguous_payment`);
 /// 3. else the provider's `merchant_id`.
 pub async fn resolve_merchant(
     store: &dyn Store,
