@@ -168,6 +168,8 @@ pub struct DeliverySettings {
     pub per_endpoint_in_flight: usize,
     pub allow_private_targets: bool,
     pub https_only: bool,
+    /// The most events one `POST /v1/endpoints/{id}/replay` re-enqueues.
+    pub replay_max_events: usize,
 }
 
 #[derive(Debug, Clone, Copy)]

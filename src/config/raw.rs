@@ -174,6 +174,7 @@ pub(super) struct RawDelivery {
     pub(super) per_endpoint: Option<RawPerEndpoint>,
     pub(super) allow_private_targets: Option<bool>,
     pub(super) https_only: Option<bool>,
+    pub(super) replay_max_events: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -232,6 +232,10 @@ impl Validator<'_> {
         if max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
         }
+        let replay_max_events = raw.replay_max_events.unwrap_or(10_000);
+        if replay_max_events == 0 {
+            return Err(invalid("delivery.replay_max_events", "must be at least 1"));
+        }
         Ok(DeliverySettings {
             timeout: dur(raw.timeout, "15s"),
             retry_schedule: schedule,
@@ -243,6 +247,7 @@ impl Validator<'_> {
             per_endpoint_in_flight: pe.max_in_flight,
             allow_private_targets: raw.allow_private_targets.unwrap_or(false),
             https_only: raw.https_only.unwrap_or(false),
+            replay_max_events,
         })
     }
 

@@ -13,7 +13,7 @@ use super::caller::Scope;
 use super::payments::rfc3339;
 use super::{json_body, ApiError, AppState};
 use crate::delivery::{patterns, signing, ssrf};
-use crate::store::{EndpointRecord, EndpointSource, EndpointUpdate, Ordering};
+use crate::store::{EndpointRecord, EndpointSource, EndpointUpdate, Ordering, Replayed};
 
 /// How long the secret before a rotation keeps signing.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
@@ -416,7 +416,7 @@ fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 404, description = "No such endpoint (or, for an admin token, no such merchant)", body = super::openapi::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorBody),
-        (status = 422, description = "since/until not RFC 3339, or until before since", body = super::openapi::ErrorBody),
+        (status = 422, description = "since/until not RFC 3339, until before since, or more events in the range than `delivery.replay_max_events` (nothing replayed)", body = super::openapi::ErrorBody),
         (status = 503, description = "Storage unavailable", body = super::openapi::ErrorBody),
     )
 )]
@@ -438,10 +438,17 @@ pub async fn replay(
     if until < since {
         return Err(ApiError::Unprocessable("until is before since".into()));
     }
-    let n = state
+    let limit = state.settings.delivery.replay_max_events;
+    let done = state
         .store
-        .replay(&merchant, &ep.id, since, until, state.now_ms())
+        .replay(&merchant, &ep.id, (since, until), limit, state.now_ms())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no endpoint {:?}", ep.id)))?;
-    Ok(HttpResponse::Accepted().json(json!({ "replayed": n })))
+    match done {
+        Replayed::Enqueued(n) => Ok(HttpResponse::Accepted().json(json!({ "replayed": n }))),
+        Replayed::TooMany => Err(ApiError::Unprocessable(format!(
+            "more than {limit} events match [since, until] (delivery.replay_max_events): \
+             nothing was replayed; replay a shorter range at a time"
+        ))),
+    }
 }

@@ -11,7 +11,7 @@
 //! | [`Store::accept`] | dedupe key (and a batch's item keys not seen yet), raw request, its (implicit `processing`) task, inbox entry |
 //! | [`Store::apply`] | per plan: payment state, history entries, events, one delivery per matching endpoint, the task result, inbox removal |
 //! | [`Store::record_attempt`] | the attempt, the delivery's next state, its due entry, and the lane's next head when it leaves the lane |
-//! | endpoint verbs, [`Store::retry_delivery`], [`Store::replay`] | their records, lanes and due entries |
+//! | endpoint verbs, [`Store::retry_delivery`], [`Store::replay`] | their records, lanes and due entries (replay: at most `limit` events, picked by a read before the write) |
 //! | [`Store::register_payment`], [`Store::take_error`], [`Store::reprocess`], [`Store::quarantine`] | their one record (reprocess: task reset + inbox entry) |
 //! | [`Store::purge_expired`] | per chunk of about 1000 keys (a delivery's attempts stay in its chunk): each key that still holds the value retention read (a request only once its task is gone) |
 //!
@@ -67,7 +67,9 @@
 //!   due_at <= now() AND lease_until < now() ORDER BY due_at LIMIT n FOR
 //!   UPDATE SKIP LOCKED`, setting a lease (the sled backend needs none: one
 //!   process, and the dispatcher tracks what it has in flight);
-//!   `record_attempt` is one transaction that also clears the lease.
+//!   `record_attempt` is one transaction that also clears the lease;
+//!   `replay` selects the matching events outside the transaction, then
+//!   inserts their deliveries in one.
 //! - `backlog` is synchronous and read on every processor pass: a count
 //!   the node refreshes in the background (`SELECT count(*) FROM inbox`
 //!   every second or so) is enough, as it only steers the acks-first hold.
@@ -310,6 +312,15 @@ pub fn delivery_id(
     format!("dlv_{ulid}")
 }
 
+/// What [`Store::replay`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// This many new deliveries.
+    Enqueued(usize),
+    /// More events than the limit match: nothing was enqueued.
+    TooMany,
+}
+
 /// The store, whatever the backend. Every write verb is one atomic write.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -478,15 +489,17 @@ pub trait Store: Send + Sync {
 
     /// New deliveries to this endpoint of the merchant's matching events
     /// created in `[since, until]`, in apply order, with their original
-    /// event ids. None: no such endpoint.
+    /// event ids: all of them in one write, or none when more than `limit`
+    /// match. The events are found before the write, so finding them never
+    /// holds other writes back. None: no such endpoint.
     async fn replay(
         &self,
         merchant_id: &str,
         endpoint_id: &str,
-        since: i64,
-        until: i64,
+        range: (i64, i64),
+        limit: usize,
         now: i64,
-    ) -> Result<Option<usize>, StoreError>;
+    ) -> Result<Option<Replayed>, StoreError>;
 
     /// Moves after every committed write that touched deliveries or
     /// endpoints (the dispatcher's wake-up; the store stays the truth).

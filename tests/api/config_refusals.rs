@@ -174,3 +174,18 @@ fn check_config_output_uses_the_config_spelling() {
     assert!(out.contains("storage.durability = sync"), "{out}");
     assert!(!out.contains("AdyenHmac") && !out.contains("days"), "{out}");
 }
+
+#[test]
+fn delivery_limits_of_zero_are_refused_by_name() {
+    let base = merchants("k1", "api_keys = [\"k2\"]");
+    for (line, key) in [
+        ("max_in_flight = 0", "delivery.max_in_flight"),
+        ("replay_max_events = 0", "delivery.replay_max_events"),
+    ] {
+        let e = err(&format!("{base}\n[delivery]\n{line}\n"));
+        assert!(e.contains(key) && e.contains("at least 1"), "{line}: {e}");
+    }
+    let ok = parse(&format!("{base}\n[delivery]\nreplay_max_events = 5\n")).unwrap();
+    assert_eq!(ok.delivery.replay_max_events, 5);
+    assert_eq!(parse(&base).unwrap().delivery.replay_max_events, 10_000);
+}

@@ -269,13 +269,14 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
 }
 
 /// Replay resends that endpoint's events created in [since, until), in
-/// order, with their original webhook-ids.
+/// order, with their original webhook-ids; a range with more events than
+/// `delivery.replay_max_events` is refused whole.
 #[tokio::test]
 async fn replay_resends_the_events_in_the_range_with_their_original_ids() {
     let sink = Sink::start().await;
     let clock = ManualClock::starting_now();
     let body = relay_config(
-        "",
+        "replay_max_events = 3\n",
         &[
             endpoint_toml("ep_r", &sink.url("/replay"), SECRET_1, ""),
             endpoint_toml("ep_other", &sink.url("/other"), SECRET_2, ""),
@@ -330,8 +331,18 @@ async fn replay_resends_the_events_in_the_range_with_their_original_ids() {
     let got = notified(&sink, "/replay", 9, SECRET_1).await;
     assert_eq!(got[8].webhook_id(), e3);
 
+    // More than `delivery.replay_max_events` match: refused whole, nothing sent.
+    post_status(&app, "rp_4", "pay_rp", "Refunded").await;
+    notified(&sink, "/replay", 10, SECRET_1).await;
+    notified(&sink, "/other", 4, SECRET_2).await;
+    let (code, v) = call(&app, "POST", path, SHOP_KEY, Some(json!({"since": since}))).await;
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(error_code(&v), "invalid_request");
+    assert!(v.to_string().contains("replay_max_events"), "{v}");
+
     // Only the endpoint named was replayed to; a bad `since` is refused.
-    assert_quiet(&sink, "/other", 3).await;
+    assert_quiet(&sink, "/replay", 10).await;
+    assert_quiet(&sink, "/other", 4).await;
     let (code, v) = call(
         &app,
         "POST",

@@ -424,15 +424,22 @@ pub(super) async fn replay_new_deliveries_of_matching_events(b: Backend) {
     .await;
     settle(&*s).await;
 
-    let n = s
-        .replay("m1", "late", NOW + 10, NOW + 40, NOW + 60)
-        .await
-        .unwrap();
-    assert_eq!(n, Some(3));
     let late = DeliveryFilter {
         endpoint_id: Some("late".into()),
         ..of("m1")
     };
+    // Over the limit: nothing at all.
+    let n = s
+        .replay("m1", "late", (NOW + 10, NOW + 40), 2, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(n, Some(Replayed::TooMany));
+    assert!(listed(&*s, late.clone()).await.is_empty());
+    let n = s
+        .replay("m1", "late", (NOW + 10, NOW + 40), 3, NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(n, Some(Replayed::Enqueued(3)));
     let mut got = listed(&*s, late).await;
     got.sort_by_key(|d| d.lane_pos);
     let events: Vec<&str> = got.iter().map(|d| d.event.event_id.as_str()).collect();
@@ -448,10 +455,10 @@ pub(super) async fn replay_new_deliveries_of_matching_events(b: Backend) {
 
     // Replaying to an endpoint that had them: new ids, the same events.
     assert_eq!(
-        s.replay("m1", "all", NOW + 20, NOW + 20, NOW + 70)
+        s.replay("m1", "all", (NOW + 20, NOW + 20), 100, NOW + 70)
             .await
             .unwrap(),
-        Some(1)
+        Some(Replayed::Enqueued(1))
     );
     let all = DeliveryFilter {
         endpoint_id: Some("all".into()),
@@ -467,13 +474,13 @@ pub(super) async fn replay_new_deliveries_of_matching_events(b: Backend) {
     assert_ne!(again[0].id, again[1].id);
 
     assert_eq!(
-        s.replay("m1", "nope", NOW, NOW + 99, NOW + 80)
+        s.replay("m1", "nope", (NOW, NOW + 99), 100, NOW + 80)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        s.replay("m2", "all", NOW, NOW + 99, NOW + 80)
+        s.replay("m2", "all", (NOW, NOW + 99), 100, NOW + 80)
             .await
             .unwrap(),
         None

@@ -495,19 +495,34 @@ impl Store for SledStore {
         &self,
         merchant_id: &str,
         endpoint_id: &str,
-        since: i64,
-        until: i64,
+        range: (i64, i64),
+        limit: usize,
         now: i64,
-    ) -> Result<Option<usize>, StoreError> {
+    ) -> Result<Option<Replayed>, StoreError> {
+        let Some(ep) = relay_reads::endpoint(&self.trees, merchant_id, endpoint_id)? else {
+            return Ok(None);
+        };
+        // The feed is read here, off the writer, so a long one delays
+        // nobody else's writes; the writer reads each picked event again.
+        let trees = self.trees.clone();
+        let picked = tokio::task::spawn_blocking(move || {
+            relay_reads::replay_picks(&trees, &ep.merchant_id, &ep.events, range, limit)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("replay read: {e}")))??;
+        let Some(events) = picked else {
+            return Ok(Some(Replayed::TooMany));
+        };
         let op = relay_ops::ReplayOp {
             merchant_id: merchant_id.to_string(),
             endpoint_id: endpoint_id.to_string(),
-            since,
-            until,
+            events,
             now,
         };
-        self.relay_write(self.sync, |r| RelayOp::Replay(Box::new(op), r))
-            .await
+        let n = self
+            .relay_write(self.sync, |r| RelayOp::Replay(Box::new(op), r))
+            .await?;
+        Ok(n.map(Replayed::Enqueued))
     }
 
     fn relay_changed(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -35,8 +35,9 @@ pub(super) enum RelayOp {
 pub(super) struct ReplayOp {
     pub merchant_id: String,
     pub endpoint_id: String,
-    pub since: i64,
-    pub until: i64,
+    /// The feed keys of the events to deliver again, in feed order
+    /// ([`super::relay_reads::replay_picks`], read before the write).
+    pub events: Vec<Vec<u8>>,
     pub now: i64,
 }
 
@@ -492,18 +493,14 @@ impl Writer {
         let Some(ep) = self.endpoint_of(&r.merchant_id, &r.endpoint_id).cloned() else {
             return Ok(None);
         };
-        let feed = self.scan(
-            stage,
-            super::writer::tree::EVENTS,
-            &joined(&r.merchant_id, &[]),
-            usize::MAX,
-        )?;
         let mut n = 0;
-        for (_, v) in feed {
-            let ev: EventRecord = dec(&v)?;
-            if ev.created_at < r.since || ev.created_at > r.until {
+        for key in &r.events {
+            // Retention may have taken it since; a PATCH may have changed
+            // the endpoint's patterns.
+            let Some(ev) = self.get_dec::<EventRecord>(stage, super::writer::tree::EVENTS, key)?
+            else {
                 continue;
-            }
+            };
             if !patterns::matches(&ep.events, &patterns::event_type(ev.status)) {
                 continue;
             }

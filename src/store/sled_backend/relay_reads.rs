@@ -1,4 +1,5 @@
-//! The relay's reads: endpoints, the due index, deliveries and attempts.
+//! The relay's reads: endpoints, the due index, deliveries and attempts,
+//! and the events a replay picks.
 
 use super::relay_ops::{delivery_ulid, endpoint_key, endpoint_prefix};
 use super::*;
@@ -109,4 +110,34 @@ pub(super) fn delivery(
         .map(|v| dec(&v?))
         .collect::<Result<_, _>>()?;
     Ok(Some((d, attempts)))
+}
+
+/// The feed keys of the merchant's events created in `[since, until]` whose
+/// type `patterns` take, in feed order; None when more than `limit` match.
+pub(super) fn replay_picks(
+    t: &Trees,
+    merchant: &str,
+    patterns: &[String],
+    (since, until): (i64, i64),
+    limit: usize,
+) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let mut out = Vec::new();
+    for kv in t.events.scan_prefix(joined(merchant, &[])) {
+        let (k, v) = kv?;
+        let ev: EventRecord = dec(&v)?;
+        if ev.created_at < since
+            || ev.created_at > until
+            || !crate::delivery::patterns::matches(
+                patterns,
+                &crate::delivery::patterns::event_type(ev.status),
+            )
+        {
+            continue;
+        }
+        if out.len() == limit {
+            return Ok(None);
+        }
+        out.push(k.to_vec());
+    }
+    Ok(Some(out))
 }
