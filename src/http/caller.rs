@@ -68,7 +68,16 @@ pub fn merchant_scope(
     state: &AppState,
     merchant_id: Option<&str>,
 ) -> Result<String, ApiError> {
-    match identify(req, state)? {
+    scope_of(identify(req, state)?, state, merchant_id)
+}
+
+/// [`merchant_scope`] for a caller already identified.
+pub fn scope_of(
+    caller: Caller,
+    state: &AppState,
+    merchant_id: Option<&str>,
+) -> Result<String, ApiError> {
+    match caller {
         Caller::Merchant(m) => Ok(m),
         Caller::Admin => {
             let m = merchant_id.ok_or_else(|| {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::caller::Scope;
-use super::caller::{identify, merchant_scope, Caller};
+use super::caller::{identify, merchant_scope, scope_of, Caller};
 use super::{ApiError, AppState};
 use crate::store::{EventRecord, PaymentKey, PaymentRecord, Registered, Registration};
 
@@ -164,7 +164,9 @@ pub async fn get(
     scope: web::Query<Scope>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let merchant_id = merchant_scope(&req, &state, scope.merchant_id.as_deref())?;
+    let caller = identify(&req, &state)?;
+    let admin = matches!(caller, Caller::Admin);
+    let merchant_id = scope_of(caller, &state, scope.merchant_id.as_deref())?;
     // Only the caller's own namespace is looked at: another merchant's
     // payment of the same id is indistinguishable from no payment.
     let key = PaymentKey::new(merchant_id, path.into_inner());
@@ -179,7 +181,6 @@ pub async fn get(
     // merchants' payments too. A merchant sees the id of a request only
     // when every event of it is one of this payment's entries here; an
     // admin sees all.
-    let admin = matches!(identify(&req, &state)?, Caller::Admin);
     let mut shown: HashMap<uuid::Uuid, bool> = HashMap::new();
     if !admin {
         let mut entries_of: HashMap<uuid::Uuid, usize> = HashMap::new();

@@ -31,8 +31,7 @@ impl Mapping {
         doc: Option<&Value>,
         body: &[u8],
     ) -> String {
-        doc.and_then(|doc| self.mapped_key(headers, doc))
-            .unwrap_or_else(|| sha256_key(body))
+        self.event_keys_of(headers, doc, body).0
     }
 
     /// [`Mapping::event_key_of`], and for a batch of several items each
@@ -56,10 +55,6 @@ impl Mapping {
             }
             None => (sha256_key(body), Vec::new()),
         }
-    }
-
-    fn mapped_key(&self, headers: &dyn HeaderLookup, doc: &Value) -> Option<String> {
-        Some(format!("id:{}", self.mapped_ids(headers, doc)?.join(",")))
     }
 
     fn mapped_ids(&self, headers: &dyn HeaderLookup, doc: &Value) -> Option<Vec<String>> {
